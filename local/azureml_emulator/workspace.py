@@ -1,0 +1,193 @@
+"""Workspace-level routes: the workspace itself, data assets and models.
+
+Data assets are references only (``dataUri``): registering one never touches
+storage, exactly like Azure for a ``uri_file`` path on a blob URL. Models are
+only ever created by the emulator itself, when a fine-tuning job completes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from local.azureml_emulator.arm import (
+    Resource,
+    Workspace,
+    bad_request,
+    check_name,
+    not_found,
+    require,
+)
+from local.azureml_emulator.http import Request, Response, Router
+from local.azureml_emulator.state import World
+
+WS = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
+)
+DATA_TYPES = {"uri_file", "uri_folder", "mltable"}
+LOCATION = "eastus2"
+
+# "azureml:name:version", or the ARM id form the SDK sends once it resolved one.
+_ASSET_REF = re.compile(
+    r"^(?:azureml:(?P<short>[^:/]+):(?P<short_version>[^:/]+)"
+    r"|.*/workspaces/(?P<ws>[^/]+)/(?P<kind>data|models)/(?P<name>[^/]+)/versions/(?P<version>[^/]+))$",
+    re.IGNORECASE,
+)
+REGISTRY_MODEL = re.compile(
+    r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$", re.IGNORECASE
+)
+
+
+def workspace_of(request: Request) -> Workspace:
+    return Workspace(request.params["sub"], request.params["rg"], request.params["ws"])
+
+
+def ws_key(request: Request) -> str:
+    return workspace_of(request).id.lower()
+
+
+def parse_asset_ref(ref: str) -> tuple[str, str] | None:
+    """``(name, version)`` of a workspace data or model reference, else None."""
+    found = _ASSET_REF.match(ref.strip())
+    if found is None:
+        return None
+    if found.group("short"):
+        return found.group("short"), found.group("short_version")
+    return found.group("name"), found.group("version")
+
+
+class WorkspaceRoutes:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def register(self, router: Router) -> None:
+        router.add("GET", WS, self.get_workspace)
+        router.add("PUT", WS + r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.put_data)
+        router.add("GET", WS + r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.get_data)
+        router.add(
+            "GET", WS + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.get_model
+        )
+        router.add("GET", WS + r"/models/(?P<name>[^/]+)/versions", self.list_models)
+
+    def get_workspace(self, request: Request) -> Response:
+        ws = workspace_of(request)
+        return Response(
+            200,
+            {
+                "id": ws.id,
+                "name": ws.name,
+                "type": "Microsoft.MachineLearningServices/workspaces",
+                "location": LOCATION,
+                "kind": "Default",
+                "properties": {
+                    "friendlyName": ws.name,
+                    "provisioningState": "Succeeded",
+                    "discoveryUrl": "",
+                    "mlFlowTrackingUri": "",
+                },
+            },
+        )
+
+    # -- data assets --------------------------------------------------------
+
+    def put_data(self, request: Request) -> Response:
+        name, version = request.params["name"], request.params["version"]
+        check_name("data asset", name)
+        body = request.json()
+        data_uri = require(body, "properties", "dataUri")
+        data_type = require(body, "properties", "dataType")
+        if data_type not in DATA_TYPES:
+            raise bad_request(f"Unsupported dataType '{data_type}'.", code="UserError")
+        if not isinstance(data_uri, str) or not re.match(r"^(https?|azureml)://", data_uri):
+            raise bad_request(
+                f"dataUri '{data_uri}' is not a storage URL or azureml:// path.", code="UserError"
+            )
+        key = (ws_key(request), name.lower(), version)
+        with self.world.lock:
+            existing = self.world.data.get(key)
+            if existing is not None and existing.properties.get("dataUri") != data_uri:
+                # Azure refuses to repoint an existing data version.
+                raise bad_request(
+                    f"Data asset {name}:{version} already exists with a different dataUri; "
+                    "asset versions are immutable.",
+                    code="UserError",
+                )
+            resource = existing or Resource(
+                type="Microsoft.MachineLearningServices/workspaces/data/versions",
+                id=f"{workspace_of(request).id}/data/{name}/versions/{version}",
+                name=version,
+                properties={
+                    "description": None,
+                    "tags": {},
+                    "properties": {},
+                    "isAnonymous": False,
+                    "isArchived": False,
+                    **body["properties"],
+                },
+                created=self.world.clock.now(),
+            )
+            self.world.data[key] = resource
+        return Response(200 if existing else 201, resource.envelope())
+
+    def get_data(self, request: Request) -> Response:
+        name, version = request.params["name"], request.params["version"]
+        with self.world.lock:
+            resource = self.world.data.get((ws_key(request), name.lower(), version))
+        if resource is None:
+            raise not_found("Data asset", f"{name}:{version}")
+        return Response(200, resource.envelope())
+
+    # -- models ---------------------------------------------------------------
+
+    def get_model(self, request: Request) -> Response:
+        name, version = request.params["name"], request.params["version"]
+        with self.world.lock:
+            resource = self.world.models.get((ws_key(request), name.lower(), version))
+        if resource is None:
+            raise not_found("Model", f"{name}:{version}")
+        return Response(200, resource.envelope())
+
+    def list_models(self, request: Request) -> Response:
+        name = request.params["name"].lower()
+        key = ws_key(request)
+        with self.world.lock:
+            found = [m for (w, n, _), m in self.world.models.items() if w == key and n == name]
+        order = request.query.get("$orderBy", "").lower()
+        found.sort(key=lambda m: m.created, reverse=order.endswith("desc"))
+        top = request.query.get("$top")
+        if top is not None:
+            found = found[: int(top)]
+        return Response(200, {"value": [m.envelope() for m in found]})
+
+
+def register_model(
+    world: World, ws_id: str, name: str, job_name: str, stand_in: dict[str, Any]
+) -> Resource:
+    """Register the next version of model ``name`` as the output of ``job_name``.
+
+    Must be called with ``world.lock`` held.
+    """
+    key_prefix = (ws_id.lower(), name.lower())
+    versions = [int(v) for (w, n, v) in world.models if (w, n) == key_prefix and v.isdigit()]
+    version = str(max(versions, default=0) + 1)
+    resource = Resource(
+        type="Microsoft.MachineLearningServices/workspaces/models/versions",
+        id=f"{ws_id}/models/{name}/versions/{version}",
+        name=version,
+        properties={
+            "description": f"Fine-tuned by job {job_name} (Azure ML emulator stand-in model).",
+            "tags": {"job": job_name},
+            "properties": {"azureml.emulator.examples": str(stand_in.get("examples", 0))},
+            "flavors": {"hftransformersv2": {"data": {"task": stand_in.get("task", "")}}},
+            "modelType": "mlflow_model",
+            "modelUri": f"azureml://jobs/{job_name}/outputs/registered_model",
+            "jobName": job_name,
+            "isAnonymous": False,
+            "isArchived": False,
+            "stage": "Development",
+        },
+        created=world.clock.now(),
+    )
+    world.models[(*key_prefix, version)] = resource
+    return resource
