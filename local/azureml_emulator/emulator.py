@@ -22,6 +22,7 @@ from local.azureml_emulator.admin import AdminRoutes
 from local.azureml_emulator.events import EventSink
 from local.azureml_emulator.faults import Faults
 from local.azureml_emulator.http import Dispatcher, Router, TlsServer, make_server
+from local.azureml_emulator.identity import TOKEN_PATH, IdentityRoutes
 from local.azureml_emulator.jobs import JobRoutes
 from local.azureml_emulator.online import OnlineRoutes
 from local.azureml_emulator.operations import OperationRoutes
@@ -72,6 +73,7 @@ class AzureMLEmulator:
         self.port = int(self._server.server_address[1])
         self.base_url = f"https://{host}:{self.port}"
 
+        self.identity = IdentityRoutes()
         models: dict[str, StandInModel] = {}
         self.jobs = JobRoutes(
             self.world, self.faults, self.events, self._read_data, models, self.base_url
@@ -84,6 +86,7 @@ class AzureMLEmulator:
             self.online,
             ScoringRoutes(self.world, models, self.faults.scoring_behaviour),
             AdminRoutes(self.world, self.faults, self.events, self.jobs.describe),
+            self.identity,
         ):
             routes.register(router)
 
@@ -93,6 +96,17 @@ class AzureMLEmulator:
     def client_env(self) -> dict[str, str]:
         """Environment variables that point the real azure-ai-ml SDK here."""
         return {"AZUREML_DEV_URL_MFE": self.base_url, "REQUESTS_CA_BUNDLE": str(self.ca_bundle)}
+
+    def identity_env(self) -> dict[str, str]:
+        """Environment variables of a managed identity served by the emulator.
+
+        With these set, ``DefaultAzureCredential`` gets its tokens here, the way
+        it gets them from the platform on a Function App.
+        """
+        return {
+            "IDENTITY_ENDPOINT": f"{self.base_url}{TOKEN_PATH}",
+            "IDENTITY_HEADER": self.identity.secret,
+        }
 
     def start(self) -> AzureMLEmulator:
         serve = threading.Thread(target=self._server.serve_forever, daemon=True, name="https")

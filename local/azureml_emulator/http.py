@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.azureml_emulator.arm import ArmError
 
@@ -83,7 +83,11 @@ class Route:
 
 
 class Router:
-    """Method + regular-expression routes; paths match case-insensitively like ARM."""
+    """Method + regular-expression routes; paths match case-insensitively like ARM.
+
+    Captured path segments are percent-decoded: the SDK quotes names it puts in
+    URLs, and handlers validate and store the names, not their URL spelling.
+    """
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
@@ -101,7 +105,7 @@ class Router:
                 continue
             path_matched = True
             if route.method == method:
-                return route, found.groupdict()
+                return route, {key: unquote(value) for key, value in found.groupdict().items()}
         if path_matched:
             raise ArmError(
                 405, "MethodNotAllowed", f"The Azure ML emulator does not serve {method} {path}."

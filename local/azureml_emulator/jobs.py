@@ -138,7 +138,14 @@ class JobRoutes:
                 operations.finish(self.world, ("job", job.resource.id.lower()), "Succeeded")
             else:
                 self._set_status(job, "CancelRequested")
-        headers = operations.headers(self.base_url, ws_id, operation, async_op=False, location=True)
+        headers = operations.headers(
+            self.base_url,
+            ws_id,
+            operation,
+            speed=self.world.clock.speed,
+            async_op=False,
+            location=True,
+        )
         return Response(202, None, headers)
 
     # -- lifecycle ------------------------------------------------------------------

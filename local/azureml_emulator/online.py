@@ -130,7 +130,7 @@ class OnlineRoutes:
         return Response(
             status,
             endpoint.resource.envelope(),
-            operations.headers(self.base_url, ws.id, operation),
+            operations.headers(self.base_url, ws.id, operation, speed=self.world.clock.speed),
         )
 
     def get_endpoint(self, request: Request) -> Response:
@@ -148,7 +148,11 @@ class OnlineRoutes:
                 self.world, ("endpoint", ws.id.lower(), endpoint.resource.name.lower()), "delete"
             )
         return Response(
-            202, None, operations.headers(self.base_url, ws.id, operation, location=True)
+            202,
+            None,
+            operations.headers(
+                self.base_url, ws.id, operation, speed=self.world.clock.speed, location=True
+            ),
         )
 
     def list_keys(self, request: Request) -> Response:
@@ -222,7 +226,7 @@ class OnlineRoutes:
         return Response(
             status,
             deployment.resource.envelope(),
-            operations.headers(self.base_url, ws.id, operation),
+            operations.headers(self.base_url, ws.id, operation, speed=self.world.clock.speed),
         )
 
     def get_deployment(self, request: Request) -> Response:
@@ -253,7 +257,11 @@ class OnlineRoutes:
             key = (ws.id.lower(), endpoint.resource.name.lower(), deployment.resource.name.lower())
             operation = operations.start(self.world, ("deployment", *key), "delete")
         return Response(
-            202, None, operations.headers(self.base_url, ws.id, operation, location=True)
+            202,
+            None,
+            operations.headers(
+                self.base_url, ws.id, operation, speed=self.world.clock.speed, location=True
+            ),
         )
 
     def advance(self) -> None:

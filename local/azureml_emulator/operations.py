@@ -4,10 +4,16 @@ A long-running request answers at once with ``Azure-AsyncOperation`` (status
 JSON: InProgress, Succeeded, Failed, Canceled) and, for deletes and job
 cancellation, ``Location`` (202 while in progress, then 200). The resource's
 lifecycle code finishes the operation when its state settles.
+
+The polling hint is one emulated second: ``Retry-After`` at normal speed, and
+``retry-after-ms`` (which azure-core also honours) once the clock runs fast
+enough that a second of wall time would be many emulated ones. Otherwise a
+client's poller would wait a wall-clock second per poll whatever the speed.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -18,6 +24,7 @@ from local.azureml_emulator.workspace import WS
 
 OPERATION = WS + r"/(?P<what>operationStatuses|operationResults)/(?P<op>[^/]+)"
 _API = "?api-version=2023-04-01-preview"
+POLL_HINT_FLOOR_MS = 10  # never ask clients to poll in a tight loop
 
 
 def start(world: World, target: tuple[str, ...], action: str) -> Operation:
@@ -40,16 +47,25 @@ def finish(world: World, target: tuple[str, ...], status: str, error: str = "") 
             operation.status, operation.error = status, error
 
 
+def poll_hint(speed: float) -> dict[str, str]:
+    """The header telling a poller to come back after one emulated second."""
+    wait_ms = max(POLL_HINT_FLOOR_MS, round(1000 / speed))
+    if wait_ms >= 1000:
+        return {"Retry-After": str(math.ceil(wait_ms / 1000))}
+    return {"retry-after-ms": str(wait_ms)}
+
+
 def headers(
     base_url: str,
     ws_id: str,
     operation: Operation,
     *,
+    speed: float,
     async_op: bool = True,
     location: bool = False,
 ) -> dict[str, str]:
     base = f"{base_url}{ws_id}"
-    found: dict[str, str] = {"Retry-After": "1"}
+    found = poll_hint(speed)
     if async_op:
         found["Azure-AsyncOperation"] = f"{base}/operationStatuses/{operation.id}{_API}"
     if location:
@@ -71,7 +87,7 @@ class OperationRoutes:
                 raise not_found("Operation", request.params["op"])
             if request.params["what"].lower() == "operationresults":
                 if operation.status == "InProgress":
-                    return Response(202, None, {"Retry-After": "1"})
+                    return Response(202, None, poll_hint(self.world.clock.speed))
                 return Response(200, None)
             body: dict[str, Any] = {
                 "id": request.path,
@@ -80,5 +96,6 @@ class OperationRoutes:
             }
             if operation.error:
                 body["error"] = {"code": "DeploymentFailed", "message": operation.error}
-            retry = {"Retry-After": "1"} if operation.status == "InProgress" else {}
+            in_progress = operation.status == "InProgress"
+            retry = poll_hint(self.world.clock.speed) if in_progress else {}
             return Response(200, body, retry)

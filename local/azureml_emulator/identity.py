@@ -1,0 +1,45 @@
+"""A stand-in for the platform's managed identity endpoint.
+
+On a Function App, Azure sets ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` and
+``DefaultAzureCredential`` (through ``ManagedIdentityCredential``) fetches
+tokens from that endpoint. The emulator serves the same protocol (App Service
+managed identity, api-version 2019-08-01), so the app's production credential
+code runs unchanged locally. Tokens are opaque strings; the emulator's ARM
+routes accept any bearer token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from local.azureml_emulator.arm import ArmError
+from local.azureml_emulator.http import Request, Response, Router
+
+TOKEN_PATH = "/msi/token"
+TOKEN_LIFETIME_SECONDS = 3600
+
+
+class IdentityRoutes:
+    def __init__(self) -> None:
+        self.secret = secrets.token_urlsafe(16)
+
+    def register(self, router: Router) -> None:
+        router.add("GET", TOKEN_PATH, self.token, kind="admin")
+
+    def token(self, request: Request) -> Response:
+        if request.header("X-IDENTITY-HEADER") != self.secret:
+            raise ArmError(401, "Unauthorized", "X-IDENTITY-HEADER is missing or wrong.")
+        resource = request.query.get("resource")
+        if not resource:
+            raise ArmError(400, "BadRequest", "The 'resource' query parameter is required.")
+        expires_on = int(time.time()) + TOKEN_LIFETIME_SECONDS
+        return Response(
+            200,
+            {
+                "access_token": "emulator-" + secrets.token_urlsafe(24),
+                "expires_on": str(expires_on),
+                "resource": resource,
+                "token_type": "Bearer",
+            },
+        )

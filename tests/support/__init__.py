@@ -1,0 +1,1 @@
+"""Helpers shared by tests: fakes of things we don't own and small test utilities."""

@@ -1,0 +1,131 @@
+"""Test-side helpers for the Azure ML emulator: a credential, the admin client, polling.
+
+The credential is what the real ``MLClient`` needs to build its bearer-token
+policy; the emulator accepts any token. ``EmulatorAdmin`` wraps the emulator's
+``/_emulator/...`` routes (see ``local/azureml_emulator/admin.py``) so tests
+read as "inject this fault", "show me the events". ``wait_until`` is the only
+way tests wait: poll with a deadline, never sleep and hope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from azure.core.credentials import AccessToken, TokenCredential
+
+T = TypeVar("T")
+
+
+class StaticTokenCredential(TokenCredential):
+    """A ``TokenCredential`` that always hands out the same bearer token."""
+
+    def __init__(self, token: str = "emulator-test-token") -> None:
+        self._token = token
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def wait_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.02,
+) -> T:
+    """Call ``probe`` until ``done(result)`` holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
+        time.sleep(interval)
+
+
+class EmulatorAdmin:
+    """The emulator's admin routes (faults, settings, state, events) as methods."""
+
+    def __init__(self, base_url: str, ca_bundle: Path) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = requests.Session()
+        self._session.verify = str(ca_bundle)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._session.request(
+            method, f"{self.base_url}/_emulator/{path}", json=body, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def fault_requests(
+        self,
+        route: str,
+        *,
+        status: int = 0,
+        count: int | None = None,
+        fraction: float | None = None,
+        retry_after: int | None = None,
+        latency_ms: int = 0,
+        kinds: list[str] | None = None,
+    ) -> Any:
+        """Fail (``status``) and/or delay (``latency_ms``) requests matching ``METHOD /path``."""
+        body: dict[str, Any] = {"route": route, "status": status, "latency_ms": latency_ms}
+        optional = {
+            "count": count,
+            "fraction": fraction,
+            "retry_after": retry_after,
+            "kinds": kinds,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        return self._call("POST", "faults/requests", body)
+
+    def fault_job(self, name: str, outcome: str = "fail", message: str = "") -> Any:
+        """Make jobs matching ``name`` (a glob) fail or stay Running (``outcome="stuck"``)."""
+        return self._call(
+            "POST", "faults/jobs", {"name": name, "outcome": outcome, "message": message}
+        )
+
+    def fault_deployment(self, name: str, message: str = "") -> Any:
+        """Make provisioning of deployments matching ``name`` fail."""
+        return self._call("POST", "faults/deployments", {"name": name, "message": message})
+
+    def fault_scoring(self, name: str, *, status: int | None = None, empty: bool = False) -> Any:
+        """Make deployments matching ``name`` answer scoring with ``status`` or empty text."""
+        body: dict[str, Any] = {"name": name}
+        if status is not None:
+            body["status"] = status
+        if empty:
+            body["empty"] = True
+        return self._call("POST", "faults/scoring", body)
+
+    def clear_faults(self) -> Any:
+        return self._call("DELETE", "faults")
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "state")
+        return result
+
+    def events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self._call("GET", "events")["events"]
+        return events
+
+    def config(self, **settings: Any) -> Any:
+        """Change ``speed``, ``webhook_url`` or lifecycle timings (``Timings`` field names)."""
+        return self._call("POST", "config", settings)
+
+    def close(self) -> None:
+        self._session.close()
