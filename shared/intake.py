@@ -1,0 +1,228 @@
+"""Intake: turn "a JSONL blob landed" into a run, exactly once per content.
+
+``accept_upload(services, name)`` is what the blob trigger (and later the HTTP
+API) calls. It may run many times, even concurrently, for the same blob
+version; the outcome is the same each time:
+
+1. Names outside the contract are skipped: not ``.jsonl``, the app's own
+   ``_autopilot/`` prefix, and sibling ``*.validation.jsonl`` files (used by
+   the upload they belong to, never runs of their own).
+2. An upload seen before (same blob, same ETag) is only reconciled again.
+3. The blob is validated in one streaming pass (constant memory); its
+   hyperparameter overrides (``finetune_*`` metadata) are checked.
+4. Invalid: a report (JSON and text) goes under ``_autopilot/reports/``, the
+   original stays untouched, and a REJECTED run records the summary.
+5. Valid: the run id derives from the content hash and the training
+   configuration. If that run exists for another upload, this upload is
+   recorded as DUPLICATE pointing at it; otherwise the run is created and
+   reconciled at once (data assets, then the job).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared import hyperparameters
+from shared.datasets import Limits, Report, TaskType, validate
+from shared.errors import InvalidInput
+from shared.reconciler import reconcile
+from shared.runs import DatasetRef, Run, RunState, run_id_for
+from shared.services import Services
+from shared.settings import Settings
+from shared.storage import (
+    REPORTS_PREFIX,
+    VALIDATION_SUFFIX,
+    BlobInfo,
+    is_app_blob,
+    sibling_validation_name,
+)
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["skipped", "rejected", "duplicate", "accepted", "seen"]
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: Outcome
+    run_id: str | None = None
+    detail: str = ""
+
+
+def skip_reason(name: str) -> str | None:
+    """Why ``name`` is not a dataset upload, or None if it is one."""
+    if is_app_blob(name):
+        return "written by the app itself"
+    if not name.lower().endswith(".jsonl"):
+        return "not a .jsonl file"
+    if name.lower().endswith(VALIDATION_SUFFIX):
+        return "a validation file: used by the upload it belongs to"
+    return None
+
+
+def accept_upload(
+    services: Services, name: str, overrides: Mapping[str, str] | None = None
+) -> IntakeResult:
+    reason = skip_reason(name)
+    if reason is not None:
+        log.info("skipped blob %s: %s", name, reason)
+        return IntakeResult("skipped", detail=reason)
+    store = services.store
+    info = store.info(name)
+    if info is None:
+        log.info("skipped blob %s: it no longer exists", name)
+        return IntakeResult("skipped", detail="the blob no longer exists")
+    dataset = DatasetRef(store.container, name, info.url, info.etag, info.size)
+    seen = services.ledger.upload_run(dataset.upload_id)
+    if seen is not None:
+        log.info("upload %s (%s) was handled before as run %s", name, info.etag, seen)
+        reconcile(services, seen)
+        return IntakeResult("seen", seen)
+
+    settings = services.settings
+    try:
+        hyper = {
+            **settings.hyperparameters,
+            **hyperparameters.overrides_from_metadata(info.metadata),
+            **hyperparameters.check_overrides(overrides or {}),
+        }
+    except InvalidInput as exc:
+        return _reject(services, dataset, None, str(exc))
+
+    limits = _limits(settings)
+    task = None if settings.task == "auto" else TaskType(settings.task)
+    report = validate(store.chunks(name, info.etag), task, limits)
+    if not report.valid:
+        return _reject(services, dataset, report, report.summary())
+
+    sibling = store.info(sibling_validation_name(name))
+    sibling_config: dict[str, Any] | None = None
+    if sibling is not None:
+        sibling_report = validate(store.chunks(sibling.name, sibling.etag), report.task, limits)
+        if not sibling_report.valid:
+            summary = f"validation file {sibling.name}: {sibling_report.summary()}"
+            return _reject(services, dataset, sibling_report, summary)
+        sibling_config = _sibling(sibling, sibling_report)
+
+    config = _config(settings, report, hyper, sibling_config)
+    run_id = run_id_for(report.sha256, config)
+    now = services.now()
+    run = Run.new(
+        run_id,
+        dataset,
+        now,
+        f"uploaded as {name}",
+        sha256=report.sha256,
+        config=config,
+        validation=_summary(report, hyper),
+    ).moved_to(RunState.REGISTERING_DATA, now, report.summary(max_errors=0).splitlines()[0])
+
+    if services.ledger.create(run) is None:
+        existing = services.ledger.get(run_id)
+        if existing is not None and existing.run.dataset.upload_id != dataset.upload_id:
+            return _duplicate(services, dataset, existing.run, report)
+    services.ledger.link_upload(dataset.upload_id, run_id)
+    log.info("run %s accepted for %s (%d examples)", run_id, name, report.examples)
+    reconcile(services, run_id)
+    return IntakeResult("accepted", run_id, f"{report.examples} examples")
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_file_bytes=settings.max_dataset_bytes,
+        max_example_bytes=settings.max_example_bytes,
+        min_examples=settings.min_examples,
+        prompt_field=settings.prompt_field,
+        completion_field=settings.completion_field,
+    )
+
+
+def _config(
+    settings: Settings,
+    report: Report,
+    hyper: Mapping[str, str],
+    sibling: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The training configuration: everything that makes two jobs differ."""
+    return {
+        "base_model": settings.base_model,
+        "task": report.task.value if report.task else "text",
+        "hyperparameters": dict(sorted(hyper.items())),
+        "compute": settings.compute,
+        "instance_types": list(settings.instance_types),
+        "experiment_name": settings.experiment_name,
+        "validation_fraction": settings.validation_fraction,
+        "max_example_bytes": settings.max_example_bytes,
+        "sibling_validation": dict(sibling) if sibling else None,
+    }
+
+
+def _sibling(info: BlobInfo, report: Report) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "url": info.url,
+        "sha256": report.sha256,
+        "examples": report.examples,
+    }
+
+
+def _summary(report: Report, hyper: Mapping[str, str]) -> dict[str, Any]:
+    summary = report.to_dict()
+    summary["training_tokens"] = report.training_tokens(hyperparameters.epochs(hyper))
+    summary["epochs"] = hyperparameters.epochs(hyper)
+    return summary
+
+
+def _reject(
+    services: Services, dataset: DatasetRef, report: Report | None, summary: str
+) -> IntakeResult:
+    run_id = f"rej-{dataset.upload_id}"
+    base = f"{REPORTS_PREFIX}{dataset.name}.{dataset.upload_id}"
+    details = report.to_dict() if report is not None else {"valid": False, "errors": [summary]}
+    document = {"dataset": dataset.url, "etag": dataset.etag, "summary": summary, **details}
+    report_url = services.store.put_text(
+        base + ".report.json", json.dumps(document, indent=2), "application/json"
+    )
+    services.store.put_text(base + ".report.txt", summary + "\n", "text/plain; charset=utf-8")
+    now = services.now()
+    run = Run.new(
+        run_id,
+        dataset,
+        now,
+        f"uploaded as {dataset.name}",
+        report_url=report_url,
+        sha256=report.sha256 if report else "",
+        validation=details,
+    ).moved_to(RunState.REJECTED, now, summary, last_error=summary.splitlines()[0])
+    services.ledger.create(run)
+    services.ledger.link_upload(dataset.upload_id, run_id)
+    log.info("run %s rejected %s: %s", run_id, dataset.name, summary.splitlines()[0])
+    return IntakeResult("rejected", run_id, summary)
+
+
+def _duplicate(
+    services: Services, dataset: DatasetRef, original: Run, report: Report
+) -> IntakeResult:
+    run_id = f"dup-{dataset.upload_id}"
+    now = services.now()
+    detail = (
+        f"same content and training configuration as run {original.run_id} "
+        f"({original.dataset.name}); no new job"
+    )
+    run = Run.new(
+        run_id,
+        dataset,
+        now,
+        f"uploaded as {dataset.name}",
+        sha256=report.sha256,
+        duplicate_of=original.run_id,
+        validation=report.to_dict(),
+    ).moved_to(RunState.DUPLICATE, now, detail)
+    services.ledger.create(run)
+    services.ledger.link_upload(dataset.upload_id, run_id)
+    log.info("run %s: %s is a duplicate of run %s", run_id, dataset.name, original.run_id)
+    return IntakeResult("duplicate", run_id, detail)

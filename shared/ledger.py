@@ -1,0 +1,46 @@
+"""The run ledger port: where runs live between invocations.
+
+Writes are compare-and-swap: ``replace`` succeeds only if the stored record is
+still the version the caller read (its ``etag``), otherwise it raises
+``ConcurrencyConflict`` and the caller re-reads or leaves the run to the next
+reconcile. Active runs are listed from an index, never by scanning finished ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.runs import Run
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run: Run
+    etag: str
+
+
+class Ledger(Protocol):
+    def get(self, run_id: str) -> StoredRun | None:
+        """The run and its version, or None."""
+        ...
+
+    def create(self, run: Run) -> StoredRun | None:
+        """Store a new run; None if a run with this id already exists."""
+        ...
+
+    def replace(self, stored: StoredRun, run: Run) -> StoredRun:
+        """Store ``run`` over ``stored`` if unchanged since read; else ConcurrencyConflict."""
+        ...
+
+    def active(self) -> list[StoredRun]:
+        """Every run not in a terminal state."""
+        ...
+
+    def link_upload(self, upload_id: str, run_id: str) -> str:
+        """Remember which run an upload became; returns the run id linked first."""
+        ...
+
+    def upload_run(self, upload_id: str) -> str | None:
+        """The run an upload became, if it was handled before."""
+        ...

@@ -1,0 +1,205 @@
+"""The run: an immutable record, a closed set of states, explicit transitions.
+
+Pure: no I/O, no Azure imports. A run is created when a dataset upload (or an
+HTTP request) is accepted and moves forward only through ``Run.moved_to``,
+which refuses any transition not in ``TRANSITIONS``::
+
+    RECEIVED -> REJECTED | DUPLICATE | REGISTERING_DATA
+    REGISTERING_DATA -> TRAINING (job submitted)
+    TRAINING -> TRAINING_FAILED | CANCELED | DEPLOYING
+    DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING
+    SMOKE_TESTING -> LIVE | ROLLED_BACK
+    any active state -> FAILED (a permanent error) | CANCELED
+
+Names in Azure derive from the run id, so every step can look before it creates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RunState(StrEnum):
+    RECEIVED = "RECEIVED"
+    REJECTED = "REJECTED"
+    DUPLICATE = "DUPLICATE"
+    REGISTERING_DATA = "REGISTERING_DATA"
+    TRAINING = "TRAINING"
+    TRAINING_FAILED = "TRAINING_FAILED"
+    CANCELED = "CANCELED"
+    DEPLOYING = "DEPLOYING"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    SMOKE_TESTING = "SMOKE_TESTING"
+    LIVE = "LIVE"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in TRANSITIONS
+
+
+_ANY_ACTIVE = {RunState.FAILED, RunState.CANCELED}
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.RECEIVED: frozenset(
+        {RunState.REJECTED, RunState.DUPLICATE, RunState.REGISTERING_DATA, RunState.FAILED}
+    ),
+    RunState.REGISTERING_DATA: frozenset({RunState.TRAINING, *_ANY_ACTIVE}),
+    RunState.TRAINING: frozenset({RunState.TRAINING_FAILED, RunState.DEPLOYING, *_ANY_ACTIVE}),
+    RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
+    RunState.SMOKE_TESTING: frozenset({RunState.LIVE, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
+}
+
+
+class InvalidTransition(Exception):
+    """A state change the lifecycle does not allow: a bug, never an input problem."""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    state: RunState
+    at: dt.datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The uploaded blob a run came from, as it was when the run saw it."""
+
+    container: str
+    name: str
+    url: str
+    etag: str = ""
+    size: int = 0
+
+    @property
+    def upload_id(self) -> str:
+        """Identifies this version of this blob: the same upload seen twice, same id."""
+        key = f"{self.container}/{self.name}@{self.etag}"
+        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short, stable hash of a training configuration (key order does not matter)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=4).hexdigest()
+
+
+def run_id_for(sha256: str, config: Mapping[str, Any]) -> str:
+    """The run id for training ``config`` on content ``sha256``.
+
+    Also the job name, output model prefix and deployment name, so it must be a
+    valid Azure ML name: 3-32 characters, letters, digits and hyphens, starting
+    with a letter (``ft-`` + 12 + ``-`` + 8 = 24).
+    """
+    return f"ft-{sha256[:12]}-{config_hash(config)}"
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    state: RunState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    dataset: DatasetRef
+    sha256: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    validation: Mapping[str, Any] = field(default_factory=dict)
+    report_url: str = ""
+    training_data: str = ""
+    validation_data: str = ""
+    job_name: str = ""
+    job_status: str = ""
+    model_id: str = ""
+    endpoint: str = ""
+    deployment: str = ""
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    duplicate_of: str = ""
+    attempts: int = 0
+    last_error: str = ""
+    next_check_at: dt.datetime | None = None
+    timeline: tuple[TimelineEntry, ...] = ()
+
+    @classmethod
+    def new(
+        cls, run_id: str, dataset: DatasetRef, now: dt.datetime, detail: str = "", **fields: Any
+    ) -> Run:
+        return cls(
+            run_id=run_id,
+            state=RunState.RECEIVED,
+            created_at=now,
+            updated_at=now,
+            dataset=dataset,
+            timeline=(TimelineEntry(RunState.RECEIVED, now, detail),),
+            **fields,
+        )
+
+    @property
+    def active(self) -> bool:
+        return not self.state.terminal
+
+    def moved_to(self, state: RunState, now: dt.datetime, detail: str = "", **changes: Any) -> Run:
+        """This run in ``state``, with a timeline entry; attempts and error reset."""
+        if state not in TRANSITIONS.get(self.state, frozenset()):
+            raise InvalidTransition(f"{self.run_id}: {self.state} -> {state} is not allowed")
+        return dataclasses.replace(
+            self,
+            state=state,
+            updated_at=now,
+            attempts=0,
+            last_error=changes.pop("last_error", ""),
+            next_check_at=None if state.terminal else changes.pop("next_check_at", now),
+            timeline=(*self.timeline, TimelineEntry(state, now, detail)),
+            **changes,
+        )
+
+    def updated(self, now: dt.datetime, **changes: Any) -> Run:
+        """This run with ``changes`` and no state change."""
+        return dataclasses.replace(self, updated_at=now, **changes)
+
+    def retry_later(self, now: dt.datetime, error: str, delay_seconds: float) -> Run:
+        """Stay in this state; count the attempt, keep the error, check again later."""
+        return dataclasses.replace(
+            self,
+            updated_at=now,
+            attempts=self.attempts + 1,
+            last_error=error,
+            next_check_at=now + dt.timedelta(seconds=delay_seconds),
+        )
+
+    # -- persistence --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        data["created_at"] = self.created_at.isoformat()
+        data["updated_at"] = self.updated_at.isoformat()
+        data["next_check_at"] = self.next_check_at.isoformat() if self.next_check_at else None
+        data["timeline"] = [
+            {"state": e.state.value, "at": e.at.isoformat(), "detail": e.detail}
+            for e in self.timeline
+        ]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Run:
+        values = dict(data)
+        values["state"] = RunState(values["state"])
+        values["dataset"] = DatasetRef(**values["dataset"])
+        values["created_at"] = dt.datetime.fromisoformat(values["created_at"])
+        values["updated_at"] = dt.datetime.fromisoformat(values["updated_at"])
+        nca = values.get("next_check_at")
+        values["next_check_at"] = dt.datetime.fromisoformat(nca) if nca else None
+        values["timeline"] = tuple(
+            TimelineEntry(RunState(e["state"]), dt.datetime.fromisoformat(e["at"]), e["detail"])
+            for e in values.get("timeline", ())
+        )
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

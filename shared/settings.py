@@ -1,0 +1,185 @@
+"""App settings, read lazily and validated once.
+
+``load_settings()`` reads the environment (app settings on Azure,
+``local.settings.json`` ``Values`` locally) when a trigger first needs it,
+never at import, and raises one ``SettingsError`` that names every missing or
+invalid setting and what it should look like. Every setting is listed in
+``local.settings.example.json`` and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.errors import SettingsError
+from shared.hyperparameters import check_values
+
+TaskSetting = Literal["auto", "text", "chat"]
+
+# The blob trigger's connection: the setting holding a connection string, or the
+# ``DATASET_STORAGE__blobServiceUri`` / ``__queueServiceUri`` identity form.
+DATASET_CONNECTION = "DATASET_STORAGE"
+# The run ledger lives in the app's own storage account.
+LEDGER_CONNECTION = "AzureWebJobsStorage"
+
+BASE_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
+CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+DEFAULT_HYPERPARAMETERS = {
+    "num_train_epochs": "1",
+    "learning_rate": "2e-05",
+    "per_device_train_batch_size": "1",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    base_model: str
+    task: TaskSetting = "auto"
+    compute: str | None = None
+    instance_types: tuple[str, ...] = ()
+    hyperparameters: Mapping[str, str] = field(default_factory=lambda: DEFAULT_HYPERPARAMETERS)
+    experiment_name: str = "finetune-autopilot"
+    dataset_container: str = "datasets"
+    ledger_table: str = "finetuneruns"
+    validation_fraction: float = 0.1
+    max_dataset_bytes: int = 2 << 30
+    max_example_bytes: int = 64 << 10
+    min_examples: int = 10
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None, hint: str = "") -> str:
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if default is not None:
+            return default
+        self.problems.append(f"{name} is missing{': ' + hint if hint else ''}")
+        return ""
+
+    def matching(
+        self, name: str, pattern: re.Pattern[str], hint: str, default: str | None = None
+    ) -> str:
+        value = self.text(name, default, hint)
+        if value and not pattern.match(value):
+            self.problems.append(f"{name}={value!r} is invalid: {hint}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float, whole: bool) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        kind = "an integer" if whole else "a number"
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is invalid: {kind} from {low} to {high}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={raw!r} is out of range: {kind} from {low} to {high}")
+            return default
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; raise ``SettingsError`` listing all problems."""
+    r = _Reader(os.environ if env is None else env)
+    subscription = r.text("AZURE_SUBSCRIPTION_ID", hint="the Azure subscription id (a GUID)")
+    resource_group = r.text("AZURE_RESOURCE_GROUP", hint="the resource group of the workspace")
+    workspace = r.text("AZUREML_WORKSPACE", hint="the Azure ML workspace name")
+    base_model = r.matching(
+        "FINETUNE_BASE_MODEL",
+        BASE_MODEL,
+        "a full registry model id like "
+        "azureml://registries/azureml/models/mistralai-Mistral-7B-v01/versions/19",
+    )
+    task = r.text("FINETUNE_TASK", "auto").lower()
+    if task not in ("auto", "text", "chat"):
+        r.problems.append(f"FINETUNE_TASK={task!r} is invalid: one of auto, text, chat")
+        task = "auto"
+    compute = r.text("FINETUNE_COMPUTE", "") or None
+    instance_types = tuple(
+        t.strip() for t in r.text("FINETUNE_INSTANCE_TYPES", "").split(",") if t.strip()
+    )
+    if compute is None and not instance_types:
+        r.problems.append(
+            "FINETUNE_COMPUTE or FINETUNE_INSTANCE_TYPES is missing: a compute cluster name, or "
+            "serverless instance types like Standard_NC24ads_A100_v4 (comma-separated)"
+        )
+    hyperparameters = _hyperparameters(r)
+    experiment = r.text("FINETUNE_EXPERIMENT", "finetune-autopilot")
+    container = r.matching(
+        "DATASET_CONTAINER",
+        CONTAINER,
+        "a blob container name: 3-63 lower-case letters, digits and single hyphens",
+        default="datasets",
+    )
+    table = r.matching(
+        "RUN_TABLE",
+        TABLE,
+        "a table name: 3-63 letters and digits, starting with a letter",
+        default="finetuneruns",
+    )
+    fraction = r.number("VALIDATION_FRACTION", 0.1, 0.01, 0.5, whole=False)
+    max_bytes = r.number("MAX_DATASET_BYTES", 2 << 30, 1, 1 << 40, whole=True)
+    max_example = r.number("MAX_EXAMPLE_BYTES", 64 << 10, 64, 16 << 20, whole=True)
+    min_examples = r.number("MIN_EXAMPLES", 10, 1, 1_000_000, whole=True)
+    prompt_field = r.text("PROMPT_FIELD", "prompt")
+    completion_field = r.text("COMPLETION_FIELD", "completion")
+    if r.problems:
+        raise SettingsError(r.problems)
+    return Settings(
+        subscription_id=subscription,
+        resource_group=resource_group,
+        workspace=workspace,
+        base_model=base_model,
+        task="text" if task == "text" else "chat" if task == "chat" else "auto",
+        compute=compute,
+        instance_types=instance_types,
+        hyperparameters=hyperparameters,
+        experiment_name=experiment,
+        dataset_container=container,
+        ledger_table=table,
+        validation_fraction=fraction,
+        max_dataset_bytes=int(max_bytes),
+        max_example_bytes=int(max_example),
+        min_examples=int(min_examples),
+        prompt_field=prompt_field,
+        completion_field=completion_field,
+    )
+
+
+def _hyperparameters(r: _Reader) -> dict[str, str]:
+    raw = r.env.get("FINETUNE_HYPERPARAMETERS", "").strip()
+    if not raw:
+        return dict(DEFAULT_HYPERPARAMETERS)
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        r.problems.append(
+            "FINETUNE_HYPERPARAMETERS is invalid: a JSON object of strings, like "
+            '{"num_train_epochs": "1", "learning_rate": "2e-05"}'
+        )
+        return dict(DEFAULT_HYPERPARAMETERS)
+    good, problems = check_values(parsed, "FINETUNE_HYPERPARAMETERS")
+    r.problems.extend(problems)
+    return good

@@ -1,0 +1,94 @@
+"""The app wired to the local stack: settings, and ``Services`` built from them.
+
+Tests build the app exactly as a Function App would (``shared.services.build``
+from an environment of app settings), pointed at Azurite and the emulator.
+Each ``LocalApp`` gets its own dataset container and ledger table so tests do
+not see each other's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+
+from local.azurite import Azurite
+from shared.services import Services, build
+
+BASE_MODEL = "azureml://registries/azureml/models/mistralai-Mistral-7B-v01/versions/19"
+
+
+def app_settings(azurite: Azurite, **overrides: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    settings = {
+        "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-00000000c0de",
+        "AZURE_RESOURCE_GROUP": "rg-finetune-app",
+        "AZUREML_WORKSPACE": "mlw-finetune-app",
+        "FINETUNE_BASE_MODEL": BASE_MODEL,
+        "FINETUNE_INSTANCE_TYPES": "Standard_NC24ads_A100_v4",
+        "DATASET_STORAGE": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "DATASET_CONTAINER": f"datasets-{suffix}",
+        "RUN_TABLE": f"runs{suffix}",
+        "MIN_EXAMPLES": "10",
+    }
+    settings.update(overrides)
+    return settings
+
+
+@dataclass
+class LocalApp:
+    settings: dict[str, str]
+    services: Services
+    container: ContainerClient
+
+    @classmethod
+    def create(cls, azurite: Azurite, **overrides: str) -> LocalApp:
+        settings = app_settings(azurite, **overrides)
+        blobs = BlobServiceClient.from_connection_string(settings["DATASET_STORAGE"])
+        container = blobs.create_container(settings["DATASET_CONTAINER"])
+        return cls(settings, build(settings), container)
+
+    def upload(self, name: str, data: bytes, **metadata: str) -> BlobClient:
+        client = self.container.get_blob_client(name)
+        client.upload_blob(data, overwrite=True, metadata=metadata or None)
+        return client
+
+
+def jsonl(records: Iterable[Any]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def text_examples(count: int, topic: str = "meeting") -> list[dict[str, str]]:
+    names = ["Edward", "Rachel", "Priya", "Tomas", "Ines", "Kofi", "Mei", "Lars"]
+    examples = []
+    for i in range(count):
+        a, b = names[i % len(names)], names[(i + 3) % len(names)]
+        hour = 1 + i % 11
+        examples.append(
+            {
+                "prompt": (
+                    f"Summarize the dialog.\n<dialog>: {a}: {b}, when is the {topic} #{i}?\n"
+                    f"{b}: At {hour}pm.\n{a}: Ok, see you then\n<summary>: "
+                ),
+                "completion": f"{a} and {b} will meet for the {topic} #{i} at {hour}pm.",
+            }
+        )
+    return examples
+
+
+def chat_examples(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": "You summarise dialogs in one sentence."},
+                {"role": "user", "content": f"Ana: Lunch at noon #{i}? Ben: Sure."},
+                {"role": "assistant", "content": f"Ana and Ben will have lunch #{i} at noon."},
+            ]
+        }
+        for i in range(count)
+    ]

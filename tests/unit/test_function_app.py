@@ -1,0 +1,101 @@
+"""The app module: importable with no settings, every function indexable and well bound."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from azure.storage.blob import BlobClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_import_needs_no_settings_and_indexes_every_function() -> None:
+    # A clean interpreter with an environment holding no app setting at all.
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    script = (
+        "import function_app; "
+        "print(','.join(f.get_function_name() for f in function_app.app.get_functions()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "health" in done.stdout.strip().split(",")
+
+
+def test_binding_names_match_parameters() -> None:
+    # The real worker drops functions whose binding names don't match their
+    # parameters; get_functions() does not check it, so this test does.
+    import function_app
+
+    for function in function_app.app.get_functions():
+        params = set(inspect.signature(function.get_user_function()).parameters)
+        for binding in function.get_bindings():
+            name = binding.get_dict_repr()["name"]
+            if name != "$return":
+                assert name in params, f"{function.get_function_name()}: binding {name!r}"
+
+
+def test_health_route_answers_ok() -> None:
+    import function_app
+
+    request = func.HttpRequest("GET", "http://localhost/api/health", body=b"")
+    response = function_app.health_route(request)
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {"status": "ok", "service": "finetune-autopilot"}
+
+
+def test_a_trigger_with_missing_settings_fails_with_the_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import function_app
+    from shared.errors import SettingsError
+    from shared.services import services
+
+    for name in list(os.environ):
+        if name.startswith(("AZURE", "FINETUNE", "DATASET", "RUN_", "AzureWebJobs")):
+            monkeypatch.delenv(name)
+    services.cache_clear()
+    client = BlobClient.from_blob_url("https://account.blob.core.windows.net/datasets/a.jsonl")
+    with pytest.raises(SettingsError) as caught:
+        function_app.dataset_uploaded(client)
+    services.cache_clear()
+    message = str(caught.value)
+    assert "AZURE_SUBSCRIPTION_ID is missing" in message
+    assert "FINETUNE_BASE_MODEL is missing" in message
+
+
+def test_the_blob_trigger_source_is_polling_unless_event_grid_is_chosen() -> None:
+    script = (
+        "import function_app; "
+        "f = [f for f in function_app.app.get_functions() "
+        "if f.get_function_name() == 'dataset_uploaded'][0]; "
+        "print(f.get_bindings()[0].get_dict_repr()['source'])"
+    )
+    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    for env, expected in (
+        (base, "LogsAndContainerScan"),
+        ({**base, "DATASET_TRIGGER_SOURCE": "EventGrid"}, "EventGrid"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected
