@@ -94,6 +94,12 @@ def accept_upload(
         return _reject(services, dataset, None, str(exc))
 
     limits = _limits(settings)
+    if info.size > limits.max_file_bytes:
+        too_big = (
+            f"file: {info.size:,} bytes is over the size limit of {limits.max_file_bytes:,} bytes "
+            "(MAX_DATASET_BYTES); nothing was read"
+        )
+        return _reject(services, dataset, None, too_big)
     task = None if settings.task == "auto" else TaskType(settings.task)
     report = validate(store.chunks(name, info.etag), task, limits)
     if not report.valid:

@@ -2,7 +2,8 @@
 
 Reads stream in chunks with ``If-Match`` on the version the run saw, so a blob
 overwritten mid-read is noticed, never half-mixed. Large parts are written as
-staged blocks (4 MiB each), so memory stays flat whatever the dataset size.
+staged blocks (4 MiB each), so memory stays flat whatever the dataset size;
+two writers racing on one part: the first commit wins, the other retries later.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import uuid
 from collections.abc import Iterator, Mapping
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
 from shared.adapters.azure_errors import translate
-from shared.errors import PermanentError
+from shared.errors import PermanentError, RetryableError
 from shared.storage import BlobInfo
 
 BLOCK_BYTES = 4 << 20
@@ -112,6 +118,15 @@ class BlockWriter:
                 content_settings=ContentSettings(content_type="application/jsonl"),
                 metadata=dict(metadata),
             )
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) == "InvalidBlockList":
+                # Another invocation committed this blob first, which discards our
+                # uncommitted blocks. Parts are content-addressed, so theirs is the
+                # same content: try again later and reuse it.
+                raise RetryableError(
+                    f"{self._blob.blob_name} was written concurrently by another invocation"
+                ) from exc
+            raise translate(exc, f"writing {self._blob.blob_name}") from exc
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
         return str(self._blob.url)
