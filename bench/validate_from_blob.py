@@ -133,7 +133,7 @@ def main() -> int:
             }
             print(f"  {row}", flush=True)
             rows.append(row)
-            service.delete_blob(CONTAINER, name)
+            service.get_blob_client(CONTAINER, name).delete_blob()
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
