@@ -3,10 +3,12 @@ calls one service function and maps the outcome to the trigger's semantics:
 a ``RetryableError`` (or a settings problem) escapes so the host retries and
 logs it; everything else is recorded on the run by the service.
 
-Importing this module opens no connection and reads one setting only,
-``DATASET_TRIGGER_SOURCE``, because the blob trigger's source is part of the
-function's shape that the host indexes (it has no ``%SETTING%`` form). Every
-other setting is read on first use by ``shared.services.services()``.
+Importing this module opens no connection and reads two settings only,
+``DATASET_TRIGGER_SOURCE`` and ``RECONCILE_SCHEDULE``, tolerantly and with
+defaults, because they shape the functions the host indexes (the blob
+trigger's source has no ``%SETTING%`` form, and a ``%SETTING%`` schedule
+would have no default). Every other setting is read on first use by
+``shared.services.services()``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from shared.health import health
 
 app = func.FunctionApp()
 log = logging.getLogger("function_app")
+
+
+DEFAULT_RECONCILE_SCHEDULE = "0 */1 * * * *"  # NCRONTAB, seconds first: every minute
+
+
+def _reconcile_schedule() -> str:
+    return os.environ.get("RECONCILE_SCHEDULE", "").strip() or DEFAULT_RECONCILE_SCHEDULE
 
 
 def _dataset_trigger_source() -> func.BlobSource:
@@ -59,3 +68,34 @@ def dataset_uploaded(client: blob.BlobClient) -> None:
         result.run_id or "",
         result.detail.splitlines()[0] if result.detail else "",
     )
+
+
+@app.function_name("reconcile_timer")
+@app.timer_trigger(
+    arg_name="timer", schedule=_reconcile_schedule(), run_on_startup=False, use_monitor=True
+)
+def reconcile_timer(timer: func.TimerRequest) -> None:
+    """Reconcile every run that is due; the source of truth when events are lost."""
+    from shared.services import services
+    from shared.sweep import sweep
+
+    result = sweep(services())
+    log.info(
+        "reconcile_timer swept %d due of %d active runs%s%s",
+        result.due,
+        result.active,
+        " (past due)" if timer.past_due else "",
+        f"; failed: {', '.join(result.failed)}" if result.failed else "",
+    )
+
+
+@app.function_name("azureml_event")
+@app.event_grid_trigger(arg_name="event")
+def azureml_event(event: func.EventGridEvent) -> None:
+    """An Azure ML RunCompleted / RunStatusChanged event: reconcile that run now."""
+    from shared.azureml_events import on_azureml_event
+    from shared.services import services
+
+    data = event.get_json()
+    outcome = on_azureml_event(services(), event.event_type, data if isinstance(data, dict) else {})
+    log.info("azureml_event %s %s: %s", event.event_type, event.subject, outcome)

@@ -45,6 +45,46 @@ class JobView:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class ModelView:
+    id: str
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    name: str
+    provisioning_state: str  # Creating, Updating, Succeeded, Failed, Deleting, Canceled
+    scoring_uri: str
+    traffic: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    name: str
+    endpoint: str
+    provisioning_state: str  # Creating, Updating, Scaling, Succeeded, Failed, Deleting
+    model: str
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    endpoint: str
+    name: str
+    model_id: str
+    instance_type: str
+    instance_count: int
+    liveness_initial_delay: int  # seconds
+    readiness_initial_delay: int
+    request_timeout_ms: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+SUCCEEDED = "Succeeded"
+PROVISIONING = {"Creating", "Updating", "Scaling"}
+
+
 class AzureML(Protocol):
     def register_data(self, name: str, version: str, url: str, description: str) -> str:
         """Register (or find) a ``uri_file`` data asset pointing at ``url``; returns its id."""
@@ -57,3 +97,34 @@ class AzureML(Protocol):
         ...
 
     def cancel_job(self, name: str) -> None: ...
+
+    def job_error(self, name: str) -> str:
+        """The error message of a failed job, or "" when the service gives none."""
+        ...
+
+    def latest_model(self, name: str) -> ModelView | None:
+        """The newest version of model ``name`` (by creation time), if any."""
+        ...
+
+    # Endpoints and deployments: ``begin_*`` start a long operation and return
+    # at once; progress is observed through ``get_*`` on later reconciles.
+
+    def get_endpoint(self, name: str) -> EndpointView | None: ...
+
+    def begin_create_endpoint(self, name: str, description: str) -> None: ...
+
+    def endpoint_key(self, name: str) -> str: ...
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentView | None: ...
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentView]: ...
+
+    def begin_create_deployment(self, spec: DeploymentSpec) -> None: ...
+
+    def deployment_error(self, endpoint: str, name: str) -> str:
+        """Why a deployment failed, as far as the service says (the tail of its logs)."""
+        ...
+
+    def begin_set_traffic(self, endpoint: str, traffic: Mapping[str, int]) -> None: ...
+
+    def begin_delete_deployment(self, endpoint: str, name: str) -> None: ...

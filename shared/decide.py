@@ -1,38 +1,77 @@
 """The one pure decision: given a run and what was just observed, what next.
 
-``decide(run, observed, now, policy)`` returns a ``Decision``: the actions to
-take (idempotent, carried out by the reconciler through the ports) and the
-state to move to once they succeed, or the fields to record while staying put.
-No I/O here; this is where most unit tests live.
+``decide(run, observed, policy)`` returns a ``Decision``: the actions to take
+(idempotent, carried out by the reconciler through the ports) and the state to
+move to once they succeed, or, while waiting on Azure, what the run is doing
+and when to look again. No I/O here; this is where most unit tests live.
+
+The rollout, state by state::
+
+    REGISTERING_DATA  no job yet: prepare data, submit      -> TRAINING
+                      job found (earlier attempt): adopt   -> TRAINING (data re-checked)
+    TRAINING          job running: watch; Completed        -> DEPLOYING
+                      Failed / Canceled                    -> TRAINING_FAILED / CANCELED
+    DEPLOYING         wait for: the endpoint's rollout lock, the output model,
+                      the endpoint (created if missing), our deployment (created
+                      at 0% traffic); deployment Succeeded -> SMOKE_TESTING
+                      endpoint or deployment Failed        -> DEPLOY_FAILED (ours removed)
+    SMOKE_TESTING     smoke passed: shift traffic          -> PROMOTING
+                      smoke failed: remove ours            -> ROLLED_BACK
+    PROMOTING         traffic applied: retire previous     -> LIVE
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from shared.azureml import JOB_ACTIVE, JOB_CANCELED, JOB_FAILED, JobView
+from shared.azureml import (
+    JOB_ACTIVE,
+    JOB_CANCELED,
+    JOB_FAILED,
+    PROVISIONING,
+    SUCCEEDED,
+    DeploymentView,
+    EndpointView,
+    JobView,
+    ModelView,
+)
 from shared.runs import Run, RunState
+from shared.smoke import SmokeOutcome
 
 
 class Action(StrEnum):
-    PREPARE_DATA = "prepare_data"  # split the upload into parts (or reuse them), register assets
+    PREPARE_DATA = "prepare_data"  # split the upload (or reuse the parts), register assets
     SUBMIT_JOB = "submit_job"
+    CREATE_ENDPOINT = "create_endpoint"
+    CREATE_DEPLOYMENT = "create_deployment"  # the run's own, at 0% traffic
+    SHIFT_TRAFFIC = "shift_traffic"  # 100% to the run's deployment, 0% to the rest
+    DELETE_DEPLOYMENT = "delete_deployment"  # the run's own (failed or rolled back)
+    DELETE_PREVIOUS = "delete_previous"  # the deployments that served before
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What the reconciler saw in Azure just now (None: not looked up or absent)."""
+    """What the reconciler saw just now (None: not looked up, or absent)."""
 
     job: JobView | None = None
+    model: ModelView | None = None
+    endpoint: EndpointView | None = None
+    deployment: DeploymentView | None = None  # the run's own
+    deployment_error: str = ""  # the service's reason, when our deployment Failed
+    holder: str | None = None  # run holding the endpoint's rollout lock
+    smoke: SmokeOutcome | None = None
 
 
 @dataclass(frozen=True)
 class Policy:
+    endpoint_name: str = "finetune-autopilot"
     job_poll_seconds: float = 60.0
+    deploy_poll_seconds: float = 30.0
+    keep_previous_deployment: bool = False
+    keep_failed_deployment: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,29 +86,41 @@ class Decision:
 DEFAULT_POLICY = Policy()
 
 
-def decide(
-    run: Run, observed: Observed, now: dt.datetime, policy: Policy = DEFAULT_POLICY
-) -> Decision:
+def decide(run: Run, observed: Observed, policy: Policy = DEFAULT_POLICY) -> Decision:
     if run.state is RunState.REGISTERING_DATA:
         return _registering(observed)
     if run.state is RunState.TRAINING:
         return _training(run, observed, policy)
-    return Decision()  # nothing to do in this state (yet)
+    if run.state is RunState.DEPLOYING:
+        return _deploying(run, observed, policy)
+    if run.state is RunState.SMOKE_TESTING:
+        return _smoke_testing(run, observed, policy)
+    if run.state is RunState.PROMOTING:
+        return _promoting(run, observed, policy)
+    return Decision()  # terminal: nothing to do
+
+
+def _wait(activity: str, seconds: float, **changes: Any) -> Decision:
+    return Decision(changes={"activity": activity, **changes}, recheck_seconds=seconds)
 
 
 def _registering(observed: Observed) -> Decision:
     job = observed.job
     if job is not None:
         # The job exists (submitted before a crash, or by a concurrent invocation).
+        # Preparing the data again is cheap and idempotent (parts and assets are
+        # found, not rebuilt) and records the split the smoke test reads later.
         return Decision(
+            actions=(Action.PREPARE_DATA,),
             state=RunState.TRAINING,
             detail=f"adopted existing job {job.name} ({job.status})",
-            changes={"job_name": job.name, "job_status": job.status},
+            changes={"job_name": job.name, "job_status": job.status, "activity": "training"},
         )
     return Decision(
         actions=(Action.PREPARE_DATA, Action.SUBMIT_JOB),
         state=RunState.TRAINING,
         detail="data assets registered, fine-tuning job submitted",
+        changes={"activity": "training"},
     )
 
 
@@ -85,10 +136,15 @@ def _training(run: Run, observed: Observed, policy: Policy) -> Decision:
         return Decision(
             state=RunState.DEPLOYING,
             detail=f"job {job.name} completed",
-            changes={"job_status": job.status},
+            changes={
+                "job_status": job.status,
+                "activity": "deploying",
+                "endpoint": policy.endpoint_name,
+                "deployment": run.run_id,
+            },
         )
     if job.status in JOB_FAILED:
-        reason = job.error or f"job {job.name} ended {job.status}"
+        reason = f"job {job.name} {job.status}" + (f": {job.error}" if job.error else "")
         return Decision(
             state=RunState.TRAINING_FAILED,
             detail=reason,
@@ -102,9 +158,109 @@ def _training(run: Run, observed: Observed, policy: Policy) -> Decision:
         )
     if job.status not in JOB_ACTIVE:
         # Paused or a status this app does not know: keep watching, say so.
-        detail = f"job {job.name} is {job.status}"
+        return _wait(f"job is {job.status}", policy.job_poll_seconds, job_status=job.status)
+    return _wait(f"job {job.status}", policy.job_poll_seconds, job_status=job.status)
+
+
+def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
+    poll = policy.deploy_poll_seconds
+    if observed.holder != run.run_id:
+        return _wait(f"waiting for run {observed.holder} to finish its rollout", poll)
+    model_id = run.model_id or (observed.model.id if observed.model else "")
+    if not model_id:
+        return _wait(f"waiting for model {run.run_id} to be registered", poll)
+    found = {"model_id": model_id}
+    endpoint = observed.endpoint
+    if endpoint is None:
         return Decision(
-            changes={"job_status": job.status, "last_error": detail},
-            recheck_seconds=policy.job_poll_seconds,
+            actions=(Action.CREATE_ENDPOINT,),
+            changes={"activity": "creating endpoint", **found},
+            recheck_seconds=poll,
         )
-    return Decision(changes={"job_status": job.status}, recheck_seconds=policy.job_poll_seconds)
+    if endpoint.provisioning_state != SUCCEEDED:
+        if endpoint.provisioning_state in PROVISIONING:
+            return _wait(f"endpoint {endpoint.provisioning_state}", poll, **found)
+        return Decision(
+            state=RunState.DEPLOY_FAILED,
+            detail=f"endpoint {endpoint.name} is {endpoint.provisioning_state}",
+            changes={"last_error": f"endpoint {endpoint.name} {endpoint.provisioning_state}"},
+        )
+    deployment = observed.deployment
+    if deployment is None:
+        return Decision(
+            actions=(Action.CREATE_DEPLOYMENT,),
+            changes={"activity": "creating deployment at 0% traffic", **found},
+            recheck_seconds=poll,
+        )
+    if deployment.provisioning_state in PROVISIONING:
+        return _wait(f"deployment {deployment.provisioning_state}", poll, **found)
+    if deployment.provisioning_state != SUCCEEDED:
+        reason = f"deployment {deployment.name} {deployment.provisioning_state}" + (
+            f": {observed.deployment_error}" if observed.deployment_error else ""
+        )
+        actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
+        return Decision(
+            actions=actions,
+            state=RunState.DEPLOY_FAILED,
+            detail=reason,
+            changes={"last_error": reason, **found},
+        )
+    previous = {n: w for n, w in endpoint.traffic.items() if n != deployment.name and w > 0}
+    return Decision(
+        state=RunState.SMOKE_TESTING,
+        detail=f"deployment {deployment.name} is up at 0% traffic",
+        changes={"previous_deployments": previous, "activity": "smoke testing", **found},
+    )
+
+
+def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
+    deployment, smoke = observed.deployment, observed.smoke
+    if deployment is None or deployment.provisioning_state != SUCCEEDED:
+        state = deployment.provisioning_state if deployment else "gone"
+        reason = f"deployment {run.deployment} is {state} before its smoke test"
+        return Decision(state=RunState.DEPLOY_FAILED, detail=reason, changes={"last_error": reason})
+    if smoke is None:
+        return _wait("smoke testing", policy.deploy_poll_seconds)
+    if smoke.passed:
+        return Decision(
+            actions=(Action.SHIFT_TRAFFIC,),
+            state=RunState.PROMOTING,
+            detail=f"smoke test passed ({len(smoke.results)} prompts); shifting traffic",
+            changes={"smoke": smoke.to_dict(), "activity": "shifting traffic"},
+        )
+    actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
+    return Decision(
+        actions=actions,
+        state=RunState.ROLLED_BACK,
+        detail=f"smoke test failed: {smoke.reason}",
+        changes={"smoke": smoke.to_dict(), "last_error": f"smoke test failed: {smoke.reason}"},
+    )
+
+
+def _promoting(run: Run, observed: Observed, policy: Policy) -> Decision:
+    endpoint = observed.endpoint
+    poll = policy.deploy_poll_seconds
+    if endpoint is None or endpoint.provisioning_state not in (SUCCEEDED, *PROVISIONING):
+        state = endpoint.provisioning_state if endpoint else "gone"
+        reason = f"endpoint {run.endpoint} is {state} while shifting traffic"
+        return Decision(state=RunState.ROLLED_BACK, detail=reason, changes={"last_error": reason})
+    if endpoint.provisioning_state != SUCCEEDED:
+        return _wait(f"traffic update {endpoint.provisioning_state}", poll)
+    if endpoint.traffic.get(run.deployment, 0) != 100:
+        return Decision(
+            actions=(Action.SHIFT_TRAFFIC,),
+            changes={"activity": "shifting traffic (again)"},
+            recheck_seconds=poll,
+        )
+    actions = (
+        ()
+        if policy.keep_previous_deployment or not run.previous_deployments
+        else (Action.DELETE_PREVIOUS,)
+    )
+    retired = ", ".join(run.previous_deployments) or "none"
+    return Decision(
+        actions=actions,
+        state=RunState.LIVE,
+        detail=f"serving 100% of {endpoint.name}; previous: {retired}",
+        changes={"activity": "serving"},
+    )

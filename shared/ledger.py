@@ -34,7 +34,16 @@ class Ledger(Protocol):
         ...
 
     def active(self) -> list[StoredRun]:
-        """Every run not in a terminal state."""
+        """Every run that needs attention: active, or with events still to publish."""
+        ...
+
+    def acquire_endpoint(self, endpoint: str, run_id: str) -> str:
+        """Take the rollout lock of ``endpoint`` for ``run_id`` if it is free (or held
+        by a run that has ended); returns the run holding it afterwards."""
+        ...
+
+    def release_endpoint(self, endpoint: str, run_id: str) -> None:
+        """Give the lock back, if ``run_id`` holds it."""
         ...
 
     def link_upload(self, upload_id: str, run_id: str) -> str:

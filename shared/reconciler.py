@@ -2,32 +2,53 @@
 
 ``reconcile(services, run_id)`` is idempotent and safe to call from any
 trigger at any time: it moves the run forward from whatever state it is in.
-Errors follow their family: a ``RetryableError`` leaves the run where it was
-with a next-check time (exponential backoff with jitter, at least the
-service's ``Retry-After``); a ``PermanentError`` ends the run FAILED with the
-message. A lost compare-and-swap is not an error: someone else moved the run,
-and the next reconcile starts from their version.
+
+- **One at a time.** The run is leased (a compare-and-swap write of an owner
+  and an expiry) before anything is done; a run leased by another live
+  reconcile is left alone. A lost race is not an error: the run is picked up
+  again later.
+- **Error families.** A ``RetryableError`` leaves the run where it was with a
+  next-check time (exponential backoff with jitter, at least the service's
+  ``Retry-After``); a ``PermanentError`` ends the run FAILED with the message.
+- **Events after the fact.** Lifecycle events for new timeline entries are
+  published after the run is saved; a failed publish is kept (``published``)
+  and retried by the next reconcile, never failing the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
+import uuid
 from typing import Any
 
-from shared.azureml import JobSpec
-from shared.decide import Action, Decision, Observed, decide
-from shared.errors import ConcurrencyConflict, PermanentError, RetryableError
+from shared.azureml import SUCCEEDED, DeploymentSpec, JobSpec
+from shared.datasets import iter_lines
+from shared.decide import Action, Decision, Observed, Policy, decide
+from shared.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
+from shared.events import events_for
 from shared.ledger import StoredRun
 from shared.runs import Run, RunState
 from shared.services import Services
+from shared.smoke import (
+    ScoringTarget,
+    SmokeCriteria,
+    SmokeOutcome,
+    SmokePrompt,
+    conclude,
+    is_chat_route,
+    judge,
+    prompts_from_lines,
+)
 from shared.splits import prepare_parts
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 600.0
+LEASE_SECONDS = 120.0
 _OBSERVES_JOB = {RunState.REGISTERING_DATA, RunState.TRAINING}
 
 
@@ -38,63 +59,228 @@ def backoff_seconds(attempts: int, retry_after: float | None, rng: random.Random
     return max(delay, retry_after or 0.0)
 
 
+def policy_of(services: Services) -> Policy:
+    s = services.settings
+    return Policy(
+        endpoint_name=s.endpoint_name,
+        job_poll_seconds=s.job_poll_seconds,
+        deploy_poll_seconds=s.deploy_poll_seconds,
+        keep_previous_deployment=s.keep_previous_deployment,
+        keep_failed_deployment=s.keep_failed_deployment,
+    )
+
+
 def reconcile(services: Services, run_id: str) -> Run | None:
     """Move run ``run_id`` forward as far as it can go now; returns its latest state."""
-    stored = services.ledger.get(run_id)
-    if stored is None:
-        log.warning("reconcile skipped: run %s not found", run_id)
-        return None
+    owner = uuid.uuid4().hex
     for _ in range(3):  # a lost race re-reads and tries again, a few times at most
-        if not stored.run.active:
-            return stored.run
+        stored = services.ledger.get(run_id)
+        if stored is None:
+            log.warning("reconcile skipped: run %s not found", run_id)
+            return None
+        run, now = stored.run, services.now()
+        if not run.needs_attention:
+            return run
+        if run.leased_by_other(owner, now):
+            log.info("run %s is being reconciled elsewhere; left alone", run_id)
+            return run
         try:
-            return _step(services, stored)
+            leased = services.ledger.replace(
+                stored,
+                dataclasses.replace(
+                    run,
+                    lease_owner=owner,
+                    lease_until=now + dt.timedelta(seconds=LEASE_SECONDS),
+                ),
+            )
+            return _step(services, leased)
         except ConcurrencyConflict:
             log.info("run %s changed while reconciling; re-reading", run_id)
-            latest = services.ledger.get(run_id)
-            if latest is None:
-                return None
-            stored = latest
-    return stored.run
+    latest = services.ledger.get(run_id)
+    return latest.run if latest else None
 
 
 def _step(services: Services, stored: StoredRun) -> Run:
     run, now = stored.run, services.now()
+    updated = run
+    if run.active:
+        try:
+            observed = _gather(services, run)
+            decision = decide(run, observed, policy_of(services))
+            produced = _act(services, run, observed, decision)
+            updated = _apply(run, decision, produced, now)
+        except RetryableError as exc:
+            delay = backoff_seconds(run.attempts, exc.retry_after, random.Random())
+            log.warning("run %s: retrying in %.0fs after: %s", run.run_id, delay, exc)
+            updated = run.retry_later(now, str(exc), delay)
+        except PermanentError as exc:
+            log.error("run %s failed: %s", run.run_id, exc)
+            updated = run.moved_to(RunState.FAILED, now, str(exc), last_error=str(exc))
+        if updated.state != run.state:
+            log.info("run %s moved %s -> %s", run.run_id, run.state, updated.state)
+        if updated.state.terminal and run.endpoint:
+            _release(services, updated)
+    saved = services.ledger.replace(stored, _unleased(updated))
+    return _publish(services, saved)
+
+
+def _unleased(run: Run) -> Run:
+    return dataclasses.replace(run, lease_owner="", lease_until=None)
+
+
+def _release(services: Services, run: Run) -> None:
     try:
-        observed = _gather(services, run)
-        decision = decide(run, observed, now)
-        changes = _act(services, run, decision)
-        updated = _apply(run, decision, changes, now)
-    except RetryableError as exc:
-        delay = backoff_seconds(run.attempts, exc.retry_after, random.Random())
-        log.warning("run %s: retrying in %.0fs after: %s", run.run_id, delay, exc)
-        updated = run.retry_later(now, str(exc), delay)
-    except PermanentError as exc:
-        log.error("run %s failed: %s", run.run_id, exc)
-        updated = run.moved_to(RunState.FAILED, now, str(exc), last_error=str(exc))
-    if updated == run:
+        services.ledger.release_endpoint(run.endpoint, run.run_id)
+    except AutopilotError as exc:  # a stale lock is taken over by the next rollout anyway
+        log.warning("run %s: could not release endpoint %s: %s", run.run_id, run.endpoint, exc)
+
+
+def _publish(services: Services, saved: StoredRun) -> Run:
+    run = saved.run
+    if run.published >= len(run.timeline):
         return run
-    saved = services.ledger.replace(stored, updated)
-    if saved.run.state != run.state:
-        log.info("run %s moved %s -> %s", run.run_id, run.state, saved.run.state)
-    return saved.run
+    try:
+        services.publisher.publish(events_for(run, run.published))
+    except AutopilotError as exc:
+        log.warning("run %s: lifecycle events not published yet (%s); will retry", run.run_id, exc)
+        return run
+    try:
+        done = services.ledger.replace(saved, dataclasses.replace(run, published=len(run.timeline)))
+    except ConcurrencyConflict:
+        return run  # published again later; event ids are stable, consumers can dedupe
+    return done.run
+
+
+# -- gather ---------------------------------------------------------------------------------
 
 
 def _gather(services: Services, run: Run) -> Observed:
+    azureml = services.azureml
     if run.state in _OBSERVES_JOB:
-        return Observed(job=services.azureml.get_job(run.job_name or run.run_id))
+        job = azureml.get_job(run.job_name or run.run_id)
+        if job is not None and job.status in ("Failed", "NotResponding"):
+            job = dataclasses.replace(job, error=azureml.job_error(job.name))
+        return Observed(job=job)
+    if run.state is RunState.DEPLOYING:
+        holder = services.ledger.acquire_endpoint(run.endpoint, run.run_id)
+        if holder != run.run_id:
+            return Observed(holder=holder)
+        model = None if run.model_id else azureml.latest_model(run.run_id)
+        endpoint = azureml.get_endpoint(run.endpoint)
+        deployment = None
+        if endpoint is not None and endpoint.provisioning_state == SUCCEEDED:
+            deployment = azureml.get_deployment(run.endpoint, run.deployment)
+        error = ""
+        if deployment is not None and deployment.provisioning_state == "Failed":
+            error = azureml.deployment_error(run.endpoint, run.deployment)
+        return Observed(
+            holder=holder,
+            model=model,
+            endpoint=endpoint,
+            deployment=deployment,
+            deployment_error=error,
+        )
+    if run.state is RunState.SMOKE_TESTING:
+        endpoint = azureml.get_endpoint(run.endpoint)
+        deployment = azureml.get_deployment(run.endpoint, run.deployment)
+        smoke = None
+        if endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED:
+            smoke = _smoke_test(services, run, endpoint.scoring_uri)
+        return Observed(endpoint=endpoint, deployment=deployment, smoke=smoke)
+    if run.state is RunState.PROMOTING:
+        return Observed(endpoint=azureml.get_endpoint(run.endpoint))
     return Observed()
 
 
-def _act(services: Services, run: Run, decision: Decision) -> dict[str, Any]:
+def _smoke_test(services: Services, run: Run, scoring_uri: str) -> SmokeOutcome:
+    settings = services.settings
+    route = settings.smoke_route
+    if run.config.get("task") == "chat" and not is_chat_route(route):
+        route = "/v1/chat/completions"  # a chat model has no text-completion route
+    target = ScoringTarget(
+        scoring_uri=scoring_uri,
+        key=services.azureml.endpoint_key(run.endpoint),
+        deployment=run.deployment,
+        route=route,
+        timeout_seconds=settings.smoke_timeout_seconds,
+        max_tokens=settings.smoke_max_tokens,
+    )
+    criteria = SmokeCriteria(
+        max_latency_ms=settings.smoke_max_latency_ms,
+        min_similarity=settings.smoke_min_similarity,
+    )
+    results = [
+        judge(prompt, services.scorer.score(target, prompt), criteria)
+        for prompt in _smoke_prompts(services, run)
+    ]
+    outcome = conclude(results)
+    log.info("run %s: smoke test %s", run.run_id, "passed" if outcome.passed else outcome.reason)
+    return outcome
+
+
+def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
+    settings = services.settings
+    if settings.smoke_prompts:
+        return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
+    name = str(run.validation.get("split", {}).get("validation_name", ""))
+    info = services.store.info(name) if name else None
+    if info is None:
+        raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
+    lines = (
+        line
+        for _, line in iter_lines(services.store.chunks(name, info.etag), 1 << 24)
+        if line is not None
+    )
+    prompts = prompts_from_lines(
+        lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
+    )
+    if not prompts:
+        raise PermanentError(f"the validation split {name} holds no usable smoke prompt")
+    return prompts
+
+
+# -- act -------------------------------------------------------------------------------------
+
+
+def _act(services: Services, run: Run, observed: Observed, decision: Decision) -> dict[str, Any]:
     """Carry out the decision's actions; returns the fields they produced."""
+    azureml, settings = services.azureml, services.settings
     changes: dict[str, Any] = {}
+    fields = {**decision.changes}
     for action in decision.actions:
         if action is Action.PREPARE_DATA:
             changes.update(_prepare_data(services, run))
         elif action is Action.SUBMIT_JOB:
-            job = services.azureml.submit_job(_job_spec(run, changes))
+            job = azureml.submit_job(_job_spec(run, changes))
             changes.update(job_name=job.name, job_status=job.status)
+        elif action is Action.CREATE_ENDPOINT:
+            azureml.begin_create_endpoint(
+                run.endpoint, "Fine-tuned models deployed by finetune-autopilot"
+            )
+        elif action is Action.CREATE_DEPLOYMENT:
+            azureml.begin_create_deployment(
+                DeploymentSpec(
+                    endpoint=run.endpoint,
+                    name=run.deployment,
+                    model_id=str(fields.get("model_id") or run.model_id),
+                    instance_type=settings.deployment_instance_type,
+                    instance_count=settings.deployment_instance_count,
+                    liveness_initial_delay=settings.liveness_initial_delay,
+                    readiness_initial_delay=settings.readiness_initial_delay,
+                    request_timeout_ms=settings.request_timeout_ms,
+                    tags={"finetune-autopilot.run": run.run_id},
+                )
+            )
+        elif action is Action.SHIFT_TRAFFIC:
+            current = observed.endpoint.traffic if observed.endpoint else {}
+            traffic = {name: 0 for name in current}
+            traffic[run.deployment] = 100
+            azureml.begin_set_traffic(run.endpoint, traffic)
+        elif action is Action.DELETE_DEPLOYMENT:
+            azureml.begin_delete_deployment(run.endpoint, run.deployment)
+        elif action is Action.DELETE_PREVIOUS:
+            for name in run.previous_deployments:
+                azureml.begin_delete_deployment(run.endpoint, name)
     return changes
 
 
@@ -102,10 +288,10 @@ def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datet
     changes = {**decision.changes, **produced}
     if decision.state is not None:
         return run.moved_to(decision.state, now, decision.detail, **changes)
-    next_check = now + dt.timedelta(seconds=decision.recheck_seconds or 0)
     if not changes and decision.recheck_seconds is None:
         return run
-    return run.updated(now, next_check_at=next_check, **changes)
+    next_check = now + dt.timedelta(seconds=decision.recheck_seconds or 0)
+    return run.updated(now, next_check_at=next_check, attempts=0, last_error="", **changes)
 
 
 def _prepare_data(services: Services, run: Run) -> dict[str, Any]:

@@ -7,8 +7,9 @@ which refuses any transition not in ``TRANSITIONS``::
     RECEIVED -> REJECTED | DUPLICATE | REGISTERING_DATA
     REGISTERING_DATA -> TRAINING (job submitted)
     TRAINING -> TRAINING_FAILED | CANCELED | DEPLOYING
-    DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING
-    SMOKE_TESTING -> LIVE | ROLLED_BACK
+    DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING (new deployment up, at 0% traffic)
+    SMOKE_TESTING -> PROMOTING (smoke passed, traffic shifting) | ROLLED_BACK
+    PROMOTING -> LIVE (serving 100%, previous deployment retired) | ROLLED_BACK
     any active state -> FAILED (a permanent error) | CANCELED
 
 Names in Azure derive from the run id, so every step can look before it creates.
@@ -37,6 +38,7 @@ class RunState(StrEnum):
     DEPLOYING = "DEPLOYING"
     DEPLOY_FAILED = "DEPLOY_FAILED"
     SMOKE_TESTING = "SMOKE_TESTING"
+    PROMOTING = "PROMOTING"
     LIVE = "LIVE"
     ROLLED_BACK = "ROLLED_BACK"
     FAILED = "FAILED"
@@ -54,7 +56,8 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.REGISTERING_DATA: frozenset({RunState.TRAINING, *_ANY_ACTIVE}),
     RunState.TRAINING: frozenset({RunState.TRAINING_FAILED, RunState.DEPLOYING, *_ANY_ACTIVE}),
     RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
-    RunState.SMOKE_TESTING: frozenset({RunState.LIVE, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
+    RunState.SMOKE_TESTING: frozenset({RunState.PROMOTING, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
+    RunState.PROMOTING: frozenset({RunState.LIVE, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
 }
 
 
@@ -122,10 +125,18 @@ class Run:
     deployment: str = ""
     smoke: Mapping[str, Any] = field(default_factory=dict)
     duplicate_of: str = ""
+    previous_deployments: Mapping[str, int] = field(default_factory=dict)
+    activity: str = ""  # what the run is waiting on now, for people watching
     attempts: int = 0
     last_error: str = ""
     next_check_at: dt.datetime | None = None
     timeline: tuple[TimelineEntry, ...] = ()
+    # Lifecycle events go out after the run is saved; timeline entries before
+    # this index were published (an outbox: a failed publish is retried).
+    published: int = 0
+    # A reconcile holds the run while acting, so two never act at once.
+    lease_owner: str = ""
+    lease_until: dt.datetime | None = None
 
     @classmethod
     def new(
@@ -144,6 +155,19 @@ class Run:
     @property
     def active(self) -> bool:
         return not self.state.terminal
+
+    @property
+    def needs_attention(self) -> bool:
+        """Active, or terminal with lifecycle events still to publish."""
+        return self.active or self.published < len(self.timeline)
+
+    def leased_by_other(self, owner: str, now: dt.datetime) -> bool:
+        return bool(
+            self.lease_owner
+            and self.lease_owner != owner
+            and self.lease_until is not None
+            and self.lease_until > now
+        )
 
     def moved_to(self, state: RunState, now: dt.datetime, detail: str = "", **changes: Any) -> Run:
         """This run in ``state``, with a timeline entry; attempts and error reset."""
@@ -182,6 +206,7 @@ class Run:
         data["created_at"] = self.created_at.isoformat()
         data["updated_at"] = self.updated_at.isoformat()
         data["next_check_at"] = self.next_check_at.isoformat() if self.next_check_at else None
+        data["lease_until"] = self.lease_until.isoformat() if self.lease_until else None
         data["timeline"] = [
             {"state": e.state.value, "at": e.at.isoformat(), "detail": e.detail}
             for e in self.timeline
@@ -197,6 +222,8 @@ class Run:
         values["updated_at"] = dt.datetime.fromisoformat(values["updated_at"])
         nca = values.get("next_check_at")
         values["next_check_at"] = dt.datetime.fromisoformat(nca) if nca else None
+        lease = values.get("lease_until")
+        values["lease_until"] = dt.datetime.fromisoformat(lease) if lease else None
         values["timeline"] = tuple(
             TimelineEntry(RunState(e["state"]), dt.datetime.fromisoformat(e["at"]), e["detail"])
             for e in values.get("timeline", ())

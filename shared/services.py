@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from shared.azureml import AzureML
+from shared.events import DisabledPublisher, EventPublisher
 from shared.ledger import Ledger
 from shared.settings import DATASET_CONNECTION, LEDGER_CONNECTION, Settings, load_settings
+from shared.smoke import Scorer
 from shared.storage import DatasetStore
 
 
@@ -29,6 +31,8 @@ class Services:
     ledger: Ledger
     store: DatasetStore
     azureml: AzureML
+    scorer: Scorer
+    publisher: EventPublisher = field(default_factory=DisabledPublisher)
     now: Callable[[], dt.datetime] = field(default=utc_now)
 
 
@@ -37,6 +41,8 @@ def build(env: Mapping[str, str]) -> Services:
     from shared.adapters.azureml import AzureMLWorkspace
     from shared.adapters.blobs import BlobDatasetStore
     from shared.adapters.connections import app_credential, blob_service, table_service
+    from shared.adapters.eventgrid import EventGridTopicPublisher
+    from shared.adapters.scoring import HttpScorer
     from shared.adapters.tables import TableLedger
 
     settings = load_settings(env)
@@ -49,6 +55,17 @@ def build(env: Mapping[str, str]) -> Services:
         store=BlobDatasetStore(container),
         azureml=AzureMLWorkspace(
             app_credential(), settings.subscription_id, settings.resource_group, settings.workspace
+        ),
+        scorer=HttpScorer(),
+        publisher=(
+            EventGridTopicPublisher(
+                settings.events_topic_endpoint,
+                key=settings.events_topic_key,
+                credential=None if settings.events_topic_key else app_credential(),
+                source=settings.events_source,
+            )
+            if settings.events_topic_endpoint
+            else DisabledPublisher()
         ),
     )
 

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from shared.errors import SettingsError
 from shared.hyperparameters import check_values
@@ -30,6 +30,7 @@ LEDGER_CONNECTION = "AzureWebJobsStorage"
 BASE_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]+$")
 CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 DEFAULT_HYPERPARAMETERS = {
     "num_train_epochs": "1",
     "learning_rate": "2e-05",
@@ -56,6 +57,31 @@ class Settings:
     min_examples: int = 10
     prompt_field: str = "prompt"
     completion_field: str = "completion"
+    # Deployment
+    endpoint_name: str = "finetune-autopilot"
+    deployment_instance_type: str = "Standard_NC24ads_A100_v4"
+    deployment_instance_count: int = 1
+    liveness_initial_delay: int = 600
+    readiness_initial_delay: int = 600
+    request_timeout_ms: int = 90_000
+    keep_previous_deployment: bool = False
+    keep_failed_deployment: bool = False
+    # Smoke test
+    smoke_prompt_count: int = 3
+    smoke_prompts: tuple[str, ...] = ()
+    smoke_route: str = "/completions"
+    smoke_max_latency_ms: int = 30_000
+    smoke_min_similarity: float = 0.0
+    smoke_timeout_seconds: float = 60.0
+    smoke_max_tokens: int = 200
+    # Reconciler
+    reconcile_concurrency: int = 4
+    job_poll_seconds: float = 60.0
+    deploy_poll_seconds: float = 30.0
+    # Lifecycle events (disabled without an endpoint)
+    events_topic_endpoint: str | None = None
+    events_topic_key: str | None = None
+    events_source: str = "/finetune-autopilot"
 
 
 class _Reader:
@@ -81,6 +107,17 @@ class _Reader:
         if value and not pattern.match(value):
             self.problems.append(f"{name}={value!r} is invalid: {hint}")
         return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("true", "1", "yes"):
+            return True
+        if raw in ("false", "0", "no"):
+            return False
+        self.problems.append(f"{name}={raw!r} is invalid: true or false")
+        return default
 
     def number(self, name: str, default: float, low: float, high: float, whole: bool) -> float:
         raw = self.env.get(name, "").strip()
@@ -143,6 +180,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     min_examples = r.number("MIN_EXAMPLES", 10, 1, 1_000_000, whole=True)
     prompt_field = r.text("PROMPT_FIELD", "prompt")
     completion_field = r.text("COMPLETION_FIELD", "completion")
+    deployment = _deployment(r)
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(
@@ -163,7 +201,60 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         min_examples=int(min_examples),
         prompt_field=prompt_field,
         completion_field=completion_field,
+        **deployment,
     )
+
+
+def _deployment(r: _Reader) -> dict[str, Any]:
+    """Settings of the completion path: endpoint, deployment, smoke test, events."""
+    route = r.text("SMOKE_ROUTE", "/completions")
+    if route not in ("/completions", "/v1/completions", "/v1/chat/completions"):
+        r.problems.append(
+            f"SMOKE_ROUTE={route!r} is invalid: /completions, /v1/completions or "
+            "/v1/chat/completions"
+        )
+    prompts_raw = r.env.get("SMOKE_PROMPTS", "").strip()
+    prompts: tuple[str, ...] = ()
+    if prompts_raw:
+        try:
+            parsed = json.loads(prompts_raw)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and parsed and all(isinstance(p, str) and p for p in parsed):
+            prompts = tuple(parsed)
+        else:
+            r.problems.append(
+                "SMOKE_PROMPTS is invalid: a JSON list of non-empty prompt strings, or unset to "
+                "use examples from the run's validation split"
+            )
+    return {
+        "endpoint_name": r.matching(
+            "ENDPOINT_NAME",
+            ENDPOINT,
+            "3-32 letters, digits and hyphens, starting with a letter (unique in the region)",
+            default="finetune-autopilot",
+        ),
+        "deployment_instance_type": r.text("DEPLOYMENT_INSTANCE_TYPE", "Standard_NC24ads_A100_v4"),
+        "deployment_instance_count": int(r.number("DEPLOYMENT_INSTANCE_COUNT", 1, 1, 100, True)),
+        "liveness_initial_delay": int(r.number("LIVENESS_INITIAL_DELAY", 600, 0, 3600, True)),
+        "readiness_initial_delay": int(r.number("READINESS_INITIAL_DELAY", 600, 0, 3600, True)),
+        "request_timeout_ms": int(r.number("REQUEST_TIMEOUT_MS", 90_000, 1000, 180_000, True)),
+        "keep_previous_deployment": r.flag("KEEP_PREVIOUS_DEPLOYMENT", False),
+        "keep_failed_deployment": r.flag("KEEP_FAILED_DEPLOYMENT", False),
+        "smoke_prompt_count": int(r.number("SMOKE_PROMPT_COUNT", 3, 1, 50, True)),
+        "smoke_prompts": prompts,
+        "smoke_route": route,
+        "smoke_max_latency_ms": int(r.number("SMOKE_MAX_LATENCY_MS", 30_000, 1, 600_000, True)),
+        "smoke_min_similarity": r.number("SMOKE_MIN_SIMILARITY", 0.0, 0.0, 1.0, False),
+        "smoke_timeout_seconds": r.number("SMOKE_TIMEOUT_SECONDS", 60.0, 1.0, 230.0, False),
+        "smoke_max_tokens": int(r.number("SMOKE_MAX_TOKENS", 200, 1, 4096, True)),
+        "reconcile_concurrency": int(r.number("RECONCILE_CONCURRENCY", 4, 1, 32, True)),
+        "job_poll_seconds": r.number("JOB_POLL_SECONDS", 60.0, 0.0, 3600.0, False),
+        "deploy_poll_seconds": r.number("DEPLOY_POLL_SECONDS", 30.0, 0.0, 3600.0, False),
+        "events_topic_endpoint": r.text("EVENTS_TOPIC_ENDPOINT", "") or None,
+        "events_topic_key": r.text("EVENTS_TOPIC_KEY", "") or None,
+        "events_source": r.text("EVENTS_SOURCE", "/finetune-autopilot"),
+    }
 
 
 def _hyperparameters(r: _Reader) -> dict[str, str]:

@@ -27,6 +27,7 @@ from shared.storage import SPLITS_PREFIX, DatasetStore
 class Parts:
     training_url: str
     validation_url: str
+    validation_name: str  # blob name of the validation part (smoke prompts come from it)
     method: str
     training_examples: int | None = None
     validation_examples: int | None = None
@@ -40,6 +41,7 @@ class Parts:
             "note": self.note,
             "training_url": self.training_url,
             "validation_url": self.validation_url,
+            "validation_name": self.validation_name,
         }
 
 
@@ -52,7 +54,9 @@ def prepare_parts(store: DatasetStore, run: Run) -> Parts:
     config = run.config
     sibling = config.get("sibling_validation")
     if sibling:
-        return Parts(run.dataset.url, str(sibling["url"]), "sibling validation file")
+        return Parts(
+            run.dataset.url, str(sibling["url"]), str(sibling["name"]), "sibling validation file"
+        )
     fraction = float(config["validation_fraction"])
     training_name, validation_name = part_names(run.sha256, fraction)
     training, validation = store.info(training_name), store.info(validation_name)
@@ -60,6 +64,7 @@ def prepare_parts(store: DatasetStore, run: Run) -> Parts:
         return Parts(
             training.url,
             validation.url,
+            validation_name,
             f"hash split at {fraction:g} (reused)",
             _count(training.metadata),
             _count(validation.metadata),
@@ -97,6 +102,7 @@ def _split(
     return Parts(
         training_url,
         validation_url,
+        validation_name,
         f"hash split at {fraction:g}",
         counts["training"],
         counts["validation"],

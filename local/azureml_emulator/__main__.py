@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Point the azure-ai-ml SDK at it with:", flush=True)
     for name, value in emulator.client_env().items():
         print(f"  export {name}={value}", flush=True)
+    print("An app's managed identity and lifecycle-event topic stand-ins:", flush=True)
+    for name, value in emulator.identity_env().items():
+        print(f"  export {name}={value}", flush=True)
+    print(f"  export EVENTS_TOPIC_ENDPOINT={emulator.topic_endpoint}", flush=True)
+    print(f"  export EVENTS_TOPIC_KEY={emulator.topic_key}", flush=True)
     print(f"Admin routes: {emulator.base_url}/_emulator/state (Ctrl-C stops)", flush=True)
 
     stop = threading.Event()

@@ -9,12 +9,15 @@
 - ``POST /_emulator/faults/deployments``: ``{"name": glob, "message"}``.
 - ``POST /_emulator/faults/scoring``: ``{"name": glob, "status": 500}`` or
   ``{"name": glob, "empty": true}``.
-- ``DELETE /_emulator/faults``: clear every fault.
+- ``DELETE /_emulator/faults``: clear every fault (the topic's too).
+
+The Event Grid topic stand-in adds ``GET|DELETE /_emulator/topic`` and
+``POST /_emulator/faults/topic`` (see ``local/azureml_emulator/topic.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from local.azureml_emulator.arm import bad_request, iso
@@ -31,11 +34,14 @@ class AdminRoutes:
         faults: Faults,
         events: EventSink,
         describe_jobs: Callable[[], list[dict[str, Any]]],
+        on_clear_faults: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.world = world
         self.faults = faults
         self.events = events
         self.describe_jobs = describe_jobs
+        # Faults kept elsewhere (the topic stand-in's), cleared along with these.
+        self.on_clear_faults = tuple(on_clear_faults)
 
     def register(self, router: Router) -> None:
         router.add("GET", r"/_emulator/state", self.state, kind="admin")
@@ -119,6 +125,8 @@ class AdminRoutes:
 
     def clear_faults(self, request: Request) -> Response:
         self.faults.clear()
+        for clear in self.on_clear_faults:
+            clear()
         return Response(200, self.faults.describe())
 
 

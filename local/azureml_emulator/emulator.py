@@ -21,6 +21,7 @@ from local.azureml_emulator import tls
 from local.azureml_emulator.admin import AdminRoutes
 from local.azureml_emulator.events import EventSink
 from local.azureml_emulator.faults import Faults
+from local.azureml_emulator.history import HistoryRoutes  # run history (history.py)
 from local.azureml_emulator.http import Dispatcher, Router, TlsServer, make_server
 from local.azureml_emulator.identity import TOKEN_PATH, IdentityRoutes
 from local.azureml_emulator.jobs import JobRoutes
@@ -29,6 +30,7 @@ from local.azureml_emulator.operations import OperationRoutes
 from local.azureml_emulator.scoring import ScoringRoutes
 from local.azureml_emulator.standin import StandInModel, read_blob_lines
 from local.azureml_emulator.state import Clock, World
+from local.azureml_emulator.topic import TOPIC_PATH, TopicRoutes
 from local.azureml_emulator.workspace import WorkspaceRoutes
 
 log = logging.getLogger("azureml_emulator")
@@ -74,6 +76,8 @@ class AzureMLEmulator:
         self.base_url = f"https://{host}:{self.port}"
 
         self.identity = IdentityRoutes()
+        # The app's own lifecycle events: an Event Grid custom topic stand-in.
+        self.topic = TopicRoutes()
         models: dict[str, StandInModel] = {}
         self.jobs = JobRoutes(
             self.world, self.faults, self.events, self._read_data, models, self.base_url
@@ -83,10 +87,18 @@ class AzureMLEmulator:
             WorkspaceRoutes(self.world),
             OperationRoutes(self.world),
             self.jobs,
+            HistoryRoutes(self.world),  # run history: a job's RunDetails and error (history.py)
             self.online,
             ScoringRoutes(self.world, models, self.faults.scoring_behaviour),
-            AdminRoutes(self.world, self.faults, self.events, self.jobs.describe),
+            AdminRoutes(
+                self.world,
+                self.faults,
+                self.events,
+                self.jobs.describe,
+                on_clear_faults=(self.topic.clear_faults,),
+            ),
             self.identity,
+            self.topic,
         ):
             routes.register(router)
 
@@ -96,6 +108,16 @@ class AzureMLEmulator:
     def client_env(self) -> dict[str, str]:
         """Environment variables that point the real azure-ai-ml SDK here."""
         return {"AZUREML_DEV_URL_MFE": self.base_url, "REQUESTS_CA_BUNDLE": str(self.ca_bundle)}
+
+    @property
+    def topic_endpoint(self) -> str:
+        """The Event Grid topic stand-in, for ``EventGridPublisherClient(endpoint, ...)``."""
+        return f"{self.base_url}{TOPIC_PATH}"
+
+    @property
+    def topic_key(self) -> str:
+        """The topic's access key (``aeg-sas-key``), generated when the emulator starts."""
+        return self.topic.key
 
     def identity_env(self) -> dict[str, str]:
         """Environment variables of a managed identity served by the emulator.

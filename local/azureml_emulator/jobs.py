@@ -6,6 +6,9 @@ asset's blob and registers the output model named by
 ``outputs.registered_model.assetName``, carrying a stand-in model built from
 that data (see ``standin``). Unreadable data fails the job with the reason.
 Injected faults can make a named job fail or stay Running for ever.
+
+As on Azure, the ARM job resource carries the status but not why a job failed:
+the failure reason (``Job.error``) is served by run history (``history.py``).
 """
 
 from __future__ import annotations

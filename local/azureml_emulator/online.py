@@ -58,6 +58,7 @@ class OnlineRoutes:
         router.add("GET", DEPLOYMENT, self.get_deployment)
         router.add("DELETE", DEPLOYMENT, self.delete_deployment)
         router.add("GET", ENDPOINT + r"/deployments", self.list_deployments)
+        router.add("POST", DEPLOYMENT + r"/getLogs", self.get_logs)
 
     # -- endpoints -------------------------------------------------------------------
 
@@ -232,6 +233,18 @@ class OnlineRoutes:
     def get_deployment(self, request: Request) -> Response:
         with self.world.lock:
             return Response(200, self._deployment(request).resource.envelope())
+
+    def get_logs(self, request: Request) -> Response:
+        """Container logs: the emulator's deployments log their lifecycle only."""
+        with self.world.lock:
+            deployment = self._deployment(request)
+            state = deployment.resource.properties["provisioningState"]
+            lines = [f"Deployment {deployment.resource.name} provisioning: {state}"]
+            if state == "Failed":
+                lines.append(f"ERROR: {deployment.fail_reason}")
+            elif state == "Succeeded":
+                lines.append("Model loaded; serving scoring requests.")
+        return Response(200, {"content": "\n".join(lines) + "\n"})
 
     def list_deployments(self, request: Request) -> Response:
         with self.world.lock:

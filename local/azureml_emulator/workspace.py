@@ -1,8 +1,14 @@
-"""Workspace-level routes: the workspace itself, data assets and models.
+"""Workspace-level routes: the workspace itself, its discovery document, data assets and models.
 
 Data assets are references only (``dataUri``): registering one never touches
 storage, exactly like Azure for a ``uri_file`` path on a blob URL. Models are
 only ever created by the emulator itself, when a fine-tuning job completes.
+
+The workspace's ``discoveryUrl`` is how the SDK finds the workspace's data-plane
+services (run history among them): ``JobOperations._api_url`` GETs it, without
+a token, and takes the ``api`` entry as the base URL of its run-history client.
+``AZUREML_DEV_URL_MFE`` does not reach that client, so the emulator answers
+its own discovery document, naming itself for every service.
 """
 
 from __future__ import annotations
@@ -27,6 +33,19 @@ WS = (
 )
 DATA_TYPES = {"uri_file", "uri_folder", "mltable"}
 LOCATION = "eastus2"
+DISCOVERY_PATH = "/discovery"
+# The keys of Azure's discovery document (azure.ai.ml.constants.WorkspaceDiscoveryUrlKey).
+DISCOVERY_SERVICES = (
+    "api",
+    "catalog",
+    "experimentation",
+    "gallery",
+    "history",
+    "hyperdrive",
+    "labeling",
+    "modelmanagement",
+    "pipelines",
+)
 
 # "azureml:name:version", or the ARM id form the SDK sends once it resolved one.
 _ASSET_REF = re.compile(
@@ -47,6 +66,14 @@ def ws_key(request: Request) -> str:
     return workspace_of(request).id.lower()
 
 
+def origin_of(request: Request) -> str:
+    """``https://host:port`` as the client reached the emulator (its ``Host`` header)."""
+    host = request.header("Host")
+    if not host:
+        raise bad_request("The request has no Host header.")
+    return f"https://{host}"
+
+
 def parse_asset_ref(ref: str) -> tuple[str, str] | None:
     """``(name, version)`` of a workspace data or model reference, else None."""
     found = _ASSET_REF.match(ref.strip())
@@ -63,6 +90,9 @@ class WorkspaceRoutes:
 
     def register(self, router: Router) -> None:
         router.add("GET", WS, self.get_workspace)
+        # Anonymous like Azure's discovery endpoint (the SDK sends no token): the
+        # "admin" kind skips auth and faults, as for the identity endpoint.
+        router.add("GET", DISCOVERY_PATH, self.get_discovery, kind="admin")
         router.add("PUT", WS + r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.put_data)
         router.add("GET", WS + r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.get_data)
         router.add(
@@ -83,11 +113,18 @@ class WorkspaceRoutes:
                 "properties": {
                     "friendlyName": ws.name,
                     "provisioningState": "Succeeded",
-                    "discoveryUrl": "",
+                    "discoveryUrl": origin_of(request) + DISCOVERY_PATH,
+                    # Left empty: MLflow is not emulated, and no SDK path used here reads it.
                     "mlFlowTrackingUri": "",
                 },
             },
         )
+
+    def get_discovery(self, request: Request) -> Response:
+        """The workspace's service URLs: every data-plane service is the emulator itself."""
+        origin = origin_of(request)
+        services = dict.fromkeys(DISCOVERY_SERVICES, origin)
+        return Response(200, {**services, "studio": "https://ml.azure.com"})
 
     # -- data assets --------------------------------------------------------
 

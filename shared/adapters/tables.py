@@ -6,8 +6,10 @@ entity-group transaction:
 - ``run|<id>``: the run, as JSON split over ``Json0..JsonN`` properties (a
   string property holds at most 64 KiB; a record is never truncated), plus
   ``State`` and ``UpdatedAt`` for people browsing the table.
-- ``active|<id>``: present exactly while the run is active, with its
-  ``NextCheckAt``; listing active runs reads only these rows.
+- ``active|<id>``: present exactly while the run needs attention (active, or
+  lifecycle events still to publish), with its ``NextCheckAt``; listing active
+  runs reads only these rows.
+- ``endpoint|<name>``: which run holds the rollout lock of an endpoint.
 - ``upload|<upload id>``: which run a given blob version became, so a trigger
   firing again for the same upload does not validate it again.
 
@@ -22,7 +24,12 @@ import logging
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.azure_errors import translate
@@ -36,6 +43,7 @@ PARTITION = "runs"
 RUN_PREFIX = "run|"
 ACTIVE_PREFIX = "active|"
 UPLOAD_PREFIX = "upload|"
+ENDPOINT_PREFIX = "endpoint|"
 CHUNK = 30_000  # characters per Json property: under the 64 KiB (32K UTF-16 units) limit
 _CONFLICT_CODES = {"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ConditionNotMet"}
 
@@ -66,7 +74,7 @@ class TableLedger:
 
     def create(self, run: Run) -> StoredRun | None:
         operations: list[Any] = [("create", _run_entity(run))]
-        if run.active:
+        if run.needs_attention:
             operations.append(("create", _active_entity(run)))
         try:
             results = self._client().submit_transaction(operations)
@@ -92,9 +100,9 @@ class TableLedger:
                 },
             )
         ]
-        if run.active:
+        if run.needs_attention:
             operations.append(("upsert", _active_entity(run), {"mode": UpdateMode.REPLACE}))
-        elif stored.run.active:
+        elif stored.run.needs_attention:
             operations.append(
                 ("delete", {"PartitionKey": PARTITION, "RowKey": ACTIVE_PREFIX + run.run_id})
             )
@@ -119,7 +127,7 @@ class TableLedger:
         except AzureError as exc:
             raise translate(exc, "listing active runs") from exc
         found = [self.get(run_id) for run_id in ids]
-        return [s for s in found if s is not None and s.run.active]
+        return [s for s in found if s is not None and s.run.needs_attention]
 
     def link_upload(self, upload_id: str, run_id: str) -> str:
         entity = {"PartitionKey": PARTITION, "RowKey": UPLOAD_PREFIX + upload_id, "RunId": run_id}
@@ -140,6 +148,57 @@ class TableLedger:
         except AzureError as exc:
             raise translate(exc, f"reading upload {upload_id}") from exc
         return str(entity["RunId"])
+
+    def acquire_endpoint(self, endpoint: str, run_id: str) -> str:
+        key = ENDPOINT_PREFIX + endpoint.lower()
+        client = self._client()
+        try:
+            client.create_entity({"PartitionKey": PARTITION, "RowKey": key, "Holder": run_id})
+            return run_id
+        except ResourceExistsError:
+            pass
+        except AzureError as exc:
+            raise translate(exc, f"locking endpoint {endpoint}") from exc
+        try:
+            entity = client.get_entity(PARTITION, key)
+        except AzureError as exc:
+            raise translate(exc, f"reading the lock of endpoint {endpoint}") from exc
+        holder = str(entity.get("Holder") or "")
+        if holder == run_id:
+            return run_id
+        holding = self.get(holder) if holder else None
+        if holding is not None and holding.run.active:
+            return holder
+        # Free, or held by a run that has ended: take it, unless someone else is faster.
+        try:
+            client.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": key, "Holder": run_id},
+                mode=UpdateMode.REPLACE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError as exc:
+            raise ConcurrencyConflict(f"endpoint {endpoint} lock changed hands") from exc
+        except AzureError as exc:
+            raise translate(exc, f"locking endpoint {endpoint}") from exc
+        return run_id
+
+    def release_endpoint(self, endpoint: str, run_id: str) -> None:
+        key = ENDPOINT_PREFIX + endpoint.lower()
+        client = self._client()
+        try:
+            entity = client.get_entity(PARTITION, key)
+            if entity.get("Holder") == run_id:
+                client.update_entity(
+                    {"PartitionKey": PARTITION, "RowKey": key, "Holder": ""},
+                    mode=UpdateMode.REPLACE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return
+        except AzureError as exc:
+            raise translate(exc, f"unlocking endpoint {endpoint}") from exc
 
 
 def _run_entity(run: Run) -> dict[str, Any]:

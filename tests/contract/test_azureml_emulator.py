@@ -26,27 +26,35 @@ import pytest
 import requests
 from azure.ai.ml import MLClient
 from azure.ai.ml.constants import AssetTypes
-from azure.ai.ml.entities import (
-    Data,
-    ManagedOnlineDeployment,
-    ManagedOnlineEndpoint,
-    Model,
-    OnlineRequestSettings,
-    ProbeSettings,
-)
+from azure.ai.ml.entities import Data, Model
 from azure.ai.ml.exceptions import MlException
-from azure.ai.ml.finetuning import FineTuningTaskType, create_finetuning_job
+from azure.ai.ml.finetuning import FineTuningTaskType
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azureml_emulator import AzureMLEmulator
 from local.azurite import Azurite
 from tests.support.azureml import EmulatorAdmin, wait_until
+from tests.support.finetuning import (
+    BASE_MODEL,
+    finetuning_job,
+    register_data,
+    status_of,
+    unique,
+    upload_jsonl,
+    wait_for_job,
+)
+from tests.support.serving import (
+    INSTANCE_TYPE,
+    create_endpoint,
+    deploy,
+    deployment_spec,
+    set_traffic,
+    train_model,
+)
 
 pytestmark = pytest.mark.integration
 
-BASE_MODEL = "azureml://registries/azureml/models/mistralai-Mistral-7B-v01/versions/19"
-INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
 # The order a fine-tuning job's status may move in (intermediate ones may be skipped).
 STATUS_ORDER = (
     "NotStarted",
@@ -58,7 +66,6 @@ STATUS_ORDER = (
     "Finalizing",
     "Completed",
 )
-TERMINAL = {"Completed", "Failed", "Canceled"}
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 
@@ -93,124 +100,6 @@ CHAT_SUPPORT = [
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    """A fresh resource name: letters first, 3-32 characters, safe for every kind."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def status_of(entity: Any) -> str:
-    """The SDK's status enums compare as strings; keep plain strings for messages."""
-    value = getattr(entity, "status", None) or getattr(entity, "provisioning_state", None)
-    return str(getattr(value, "value", value))
-
-
-def upload_jsonl(container: ContainerClient, blob_name: str, records: list[dict[str, Any]]) -> str:
-    body = "\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n"
-    blob = container.get_blob_client(blob_name)
-    blob.upload_blob(body.encode("utf-8"), overwrite=True)
-    return str(blob.url)
-
-
-def register_data(ml_client: MLClient, name: str, url: str, version: str = "1") -> Data:
-    data = Data(name=name, version=version, path=url, type=AssetTypes.URI_FILE)
-    registered: Data = ml_client.data.create_or_update(data)
-    return registered
-
-
-def finetuning_job(
-    *,
-    name: str,
-    prefix: str,
-    training: str,
-    validation: str,
-    task: str = FineTuningTaskType.TEXT_COMPLETION,
-    experiment: str = "contract-tests",
-    tags: dict[str, str] | None = None,
-) -> Any:
-    return create_finetuning_job(
-        model=BASE_MODEL,
-        task=task,
-        training_data=training,
-        validation_data=validation,
-        output_model_name_prefix=prefix,
-        name=name,
-        experiment_name=experiment,
-        tags=tags or {"suite": "contract"},
-    )
-
-
-def wait_for_job(ml_client: MLClient, name: str) -> tuple[Any, list[str]]:
-    """Poll ``jobs.get`` until the job is terminal; return it and the statuses seen."""
-    seen: list[str] = []
-
-    def probe() -> Any:
-        job = ml_client.jobs.get(name)
-        if not seen or seen[-1] != status_of(job):
-            seen.append(status_of(job))
-        return job
-
-    job = wait_until(probe, lambda j: status_of(j) in TERMINAL, what=f"job {name} to finish")
-    return job, seen
-
-
-def train_text_model(
-    ml_client: MLClient, container: ContainerClient, records: list[dict[str, Any]]
-) -> Model:
-    """Upload, register, fine-tune and return the registered model (version 1)."""
-    data_name = unique("data")
-    data = register_data(
-        ml_client, data_name, upload_jsonl(container, f"{data_name}.jsonl", records)
-    )
-    prefix = unique("model")
-    name = unique("job")
-    ml_client.jobs.create_or_update(
-        finetuning_job(name=name, prefix=prefix, training=data.id, validation=data.id)
-    )
-    job, _ = wait_for_job(ml_client, name)
-    assert status_of(job) == "Completed"
-    model: Model = ml_client.models.get(name=prefix, version="1")
-    return model
-
-
-def create_endpoint(ml_client: MLClient, name: str) -> ManagedOnlineEndpoint:
-    poller = ml_client.online_endpoints.begin_create_or_update(
-        ManagedOnlineEndpoint(name=name, auth_mode="key", description="contract test")
-    )
-    endpoint: ManagedOnlineEndpoint = poller.result()
-    return endpoint
-
-
-def deployment_spec(endpoint: str, name: str, model_id: str) -> ManagedOnlineDeployment:
-    return ManagedOnlineDeployment(
-        name=name,
-        endpoint_name=endpoint,
-        model=model_id,
-        instance_type=INSTANCE_TYPE,
-        instance_count=1,
-        liveness_probe=ProbeSettings(initial_delay=600),
-        request_settings=OnlineRequestSettings(request_timeout_ms=90000),
-    )
-
-
-def deploy(ml_client: MLClient, endpoint: str, name: str, model_id: str) -> ManagedOnlineDeployment:
-    poller = ml_client.online_deployments.begin_create_or_update(
-        deployment_spec(endpoint, name, model_id)
-    )
-    deployment: ManagedOnlineDeployment = poller.result()
-    return deployment
-
-
-def set_traffic(
-    ml_client: MLClient, endpoint_name: str, traffic: dict[str, int]
-) -> ManagedOnlineEndpoint:
-    endpoint = ml_client.online_endpoints.get(endpoint_name)
-    endpoint.traffic = traffic
-    updated: ManagedOnlineEndpoint = ml_client.online_endpoints.begin_create_or_update(
-        endpoint
-    ).result()
-    return updated
 
 
 def score(
@@ -250,8 +139,8 @@ class TextModels:
 def text_models(ml_client: MLClient, module_container: ContainerClient) -> TextModels:
     """Two models fine-tuned on the same prompts with different answers (read-only)."""
     return TextModels(
-        english=train_text_model(ml_client, module_container, CAPITALS_EN),
-        french=train_text_model(ml_client, module_container, CAPITALS_FR),
+        english=train_model(ml_client, module_container, CAPITALS_EN),
+        french=train_model(ml_client, module_container, CAPITALS_FR),
     )
 
 

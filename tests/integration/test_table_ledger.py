@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -47,7 +48,11 @@ def test_active_lists_only_active_runs(ledger: TableLedger) -> None:
     assert first is not None and second is not None
     assert {s.run.run_id for s in ledger.active()} == {"ft-1", "ft-2"}
 
-    ledger.replace(first, first.run.moved_to(RunState.REJECTED, NOW, "bad line 3"))
+    rejected = ledger.replace(first, first.run.moved_to(RunState.REJECTED, NOW, "bad line 3"))
+    # Ended, but its lifecycle events are not published yet: still listed.
+    assert {s.run.run_id for s in ledger.active()} == {"ft-1", "ft-2"}
+    done = dataclasses.replace(rejected.run, published=len(rejected.run.timeline))
+    ledger.replace(rejected, done)
     assert [s.run.run_id for s in ledger.active()] == ["ft-2"]
     assert ledger.get("ft-1") is not None
 
@@ -62,3 +67,19 @@ def test_large_records_are_split_not_truncated(ledger: TableLedger) -> None:
 
 def test_missing_run_is_none(ledger: TableLedger) -> None:
     assert ledger.get("nope") is None
+
+
+def test_endpoint_lock_is_held_by_one_active_run_and_freed_by_its_end(
+    ledger: TableLedger,
+) -> None:
+    first = ledger.create(_run("ft-first"))
+    second = ledger.create(_run("ft-second"))
+    assert first is not None and second is not None
+    assert ledger.acquire_endpoint("ep", "ft-first") == "ft-first"
+    assert ledger.acquire_endpoint("ep", "ft-second") == "ft-first"  # busy
+    assert ledger.acquire_endpoint("ep", "ft-first") == "ft-first"  # re-entrant
+    ledger.release_endpoint("ep", "ft-first")
+    assert ledger.acquire_endpoint("ep", "ft-second") == "ft-second"
+    # A holder that ended without releasing (a crash) does not block others.
+    ledger.replace(second, second.run.moved_to(RunState.FAILED, NOW, "crashed"))
+    assert ledger.acquire_endpoint("ep", "ft-first") == "ft-first"

@@ -27,7 +27,8 @@ def app_settings(azurite: Azurite, **overrides: str) -> dict[str, str]:
     settings = {
         "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-00000000c0de",
         "AZURE_RESOURCE_GROUP": "rg-finetune-app",
-        "AZUREML_WORKSPACE": "mlw-finetune-app",
+        # A workspace of its own, so equal datasets in two tests don't share a job.
+        "AZUREML_WORKSPACE": f"mlw-{suffix}",
         "FINETUNE_BASE_MODEL": BASE_MODEL,
         "FINETUNE_INSTANCE_TYPES": "Standard_NC24ads_A100_v4",
         "DATASET_STORAGE": azurite.connection_string,

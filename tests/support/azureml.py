@@ -127,5 +127,35 @@ class EmulatorAdmin:
         """Change ``speed``, ``webhook_url`` or lifecycle timings (``Timings`` field names)."""
         return self._call("POST", "config", settings)
 
+    # -- the Event Grid topic stand-in (local/azureml_emulator/topic.py) --
+
+    def topic_events(self, subject: str | None = None) -> list[dict[str, Any]]:
+        """CloudEvents the topic received, in order; only ``subject``'s when given."""
+        events: list[dict[str, Any]] = self._call("GET", "topic")["events"]
+        return [e for e in events if subject is None or e.get("subject") == subject]
+
+    def topic_rejected(self) -> int:
+        """How many publish requests the topic refused (auth, faults, bad bodies)."""
+        rejected: int = self._call("GET", "topic")["rejected"]
+        return rejected
+
+    def fault_topic(
+        self,
+        status: int = 500,
+        *,
+        count: int | None = 1,
+        retry_after: int | None = None,
+        retry_after_ms: int | None = None,
+    ) -> Any:
+        """Answer the next ``count`` publishes (None: until cleared) with ``status``.
+
+        ``retry_after_ms`` sets ``retry-after-ms``, which the SDK's retry policy
+        obeys: a small value makes its retries immediate.
+        """
+        body: dict[str, Any] = {"status": status, "count": count}
+        optional = {"retry_after": retry_after, "retry_after_ms": retry_after_ms}
+        body.update({key: value for key, value in optional.items() if value is not None})
+        return self._call("POST", "faults/topic", body)
+
     def close(self) -> None:
         self._session.close()

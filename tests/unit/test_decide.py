@@ -2,54 +2,173 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from shared.azureml import JobView
+from shared.azureml import DeploymentView, EndpointView, JobView, ModelView
 from shared.decide import Action, Observed, Policy, decide
 from shared.runs import DatasetRef, Run, RunState
+from shared.smoke import PromptResult, SmokeOutcome
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 DATASET = DatasetRef("datasets", "a.jsonl", "https://acct/datasets/a.jsonl", '"0x1"', 123)
+POLICY = Policy(endpoint_name="ep", job_poll_seconds=60, deploy_poll_seconds=30)
+MODEL = ModelView("/models/ft-x/versions/1", "ft-x", "1")
 
 
 def _run(state: RunState) -> Run:
-    run = Run.new("ft-x", DATASET, NOW).moved_to(RunState.REGISTERING_DATA, NOW)
-    if state is RunState.TRAINING:
-        run = run.moved_to(RunState.TRAINING, NOW, job_name="ft-x")
-    return run
+    path = [
+        RunState.REGISTERING_DATA,
+        RunState.TRAINING,
+        RunState.DEPLOYING,
+        RunState.SMOKE_TESTING,
+        RunState.PROMOTING,
+    ]
+    run = Run.new("ft-x", DATASET, NOW)
+    for step in path[: path.index(state) + 1]:
+        run = run.moved_to(step, NOW)
+    return dataclasses.replace(run, job_name="ft-x", endpoint="ep", deployment="ft-x")
+
+
+def _endpoint(state: str = "Succeeded", **traffic: int) -> EndpointView:
+    return EndpointView("ep", state, "https://ep/score", traffic)
+
+
+def _deployment(state: str = "Succeeded") -> DeploymentView:
+    return DeploymentView("ft-x", "ep", state, MODEL.id)
+
+
+def _smoke(passed: bool) -> SmokeOutcome:
+    result = PromptResult("p", "a", None, 200 if passed else 500, 10.0, {}, None, passed, "")
+    return SmokeOutcome(passed, "" if passed else "prompt 1 of 1: HTTP 500", (result,))
+
+
+# -- training -------------------------------------------------------------------------------
 
 
 def test_registering_without_a_job_prepares_data_then_submits() -> None:
-    decision = decide(_run(RunState.REGISTERING_DATA), Observed(job=None), NOW)
+    decision = decide(_run(RunState.REGISTERING_DATA), Observed(job=None), POLICY)
     assert decision.actions == (Action.PREPARE_DATA, Action.SUBMIT_JOB)
     assert decision.state is RunState.TRAINING
 
 
 def test_an_existing_job_is_adopted_without_submitting_again() -> None:
-    decision = decide(_run(RunState.REGISTERING_DATA), Observed(JobView("ft-x", "Queued")), NOW)
-    assert decision.actions == ()
+    observed = Observed(JobView("ft-x", "Queued"))
+    decision = decide(_run(RunState.REGISTERING_DATA), observed, POLICY)
+    assert decision.actions == (Action.PREPARE_DATA,)  # no SUBMIT_JOB
     assert decision.state is RunState.TRAINING
     assert decision.changes["job_name"] == "ft-x"
 
 
 def test_a_running_job_is_watched_at_the_poll_interval() -> None:
-    decision = decide(
-        _run(RunState.TRAINING), Observed(JobView("ft-x", "Running")), NOW, Policy(30)
-    )
-    assert decision.state is None and decision.recheck_seconds == 30
-    assert decision.changes == {"job_status": "Running"}
+    decision = decide(_run(RunState.TRAINING), Observed(JobView("ft-x", "Running")), POLICY)
+    assert decision.state is None and decision.recheck_seconds == 60
+    assert decision.changes["job_status"] == "Running"
 
 
 def test_job_outcomes_end_or_advance_the_run() -> None:
     training = _run(RunState.TRAINING)
-    completed = decide(training, Observed(JobView("ft-x", "Completed")), NOW)
+    completed = decide(training, Observed(JobView("ft-x", "Completed")), POLICY)
     assert completed.state is RunState.DEPLOYING
-    failed = decide(training, Observed(JobView("ft-x", "Failed", error="OOM")), NOW)
-    assert failed.state is RunState.TRAINING_FAILED and failed.changes["last_error"] == "OOM"
-    canceled = decide(training, Observed(JobView("ft-x", "Canceled")), NOW)
+    assert completed.changes["endpoint"] == "ep" and completed.changes["deployment"] == "ft-x"
+    failed = decide(training, Observed(JobView("ft-x", "Failed", error="OOM")), POLICY)
+    assert failed.state is RunState.TRAINING_FAILED and "OOM" in failed.changes["last_error"]
+    canceled = decide(training, Observed(JobView("ft-x", "Canceled")), POLICY)
     assert canceled.state is RunState.CANCELED
 
 
 def test_a_vanished_job_fails_the_run() -> None:
-    decision = decide(_run(RunState.TRAINING), Observed(job=None), NOW)
+    decision = decide(_run(RunState.TRAINING), Observed(job=None), POLICY)
     assert decision.state is RunState.FAILED
+
+
+# -- deploying --------------------------------------------------------------------------------
+
+
+def test_deploying_waits_for_the_endpoint_lock() -> None:
+    decision = decide(_run(RunState.DEPLOYING), Observed(holder="ft-other"), POLICY)
+    assert decision.state is None and decision.actions == ()
+    assert "ft-other" in decision.changes["activity"]
+
+
+def test_deploying_waits_for_the_model_then_creates_the_endpoint() -> None:
+    run = _run(RunState.DEPLOYING)
+    waiting = decide(run, Observed(holder="ft-x"), POLICY)
+    assert waiting.actions == () and "model" in waiting.changes["activity"]
+    create = decide(run, Observed(holder="ft-x", model=MODEL), POLICY)
+    assert create.actions == (Action.CREATE_ENDPOINT,)
+    assert create.changes["model_id"] == MODEL.id and create.recheck_seconds == 30
+
+
+def test_deploying_creates_our_deployment_once_the_endpoint_is_up() -> None:
+    run = dataclasses.replace(_run(RunState.DEPLOYING), model_id=MODEL.id)
+    creating = decide(run, Observed(holder="ft-x", endpoint=_endpoint("Creating")), POLICY)
+    assert creating.actions == () and creating.state is None
+    create = decide(run, Observed(holder="ft-x", endpoint=_endpoint()), POLICY)
+    assert create.actions == (Action.CREATE_DEPLOYMENT,)
+
+
+def test_a_deployment_up_at_zero_traffic_goes_to_smoke_testing_remembering_the_live_one() -> None:
+    run = dataclasses.replace(_run(RunState.DEPLOYING), model_id=MODEL.id)
+    observed = Observed(
+        holder="ft-x", endpoint=_endpoint(**{"ft-old": 100}), deployment=_deployment()
+    )
+    decision = decide(run, observed, POLICY)
+    assert decision.state is RunState.SMOKE_TESTING
+    assert decision.changes["previous_deployments"] == {"ft-old": 100}
+
+
+def test_a_failed_deployment_is_removed_and_the_run_ends_deploy_failed() -> None:
+    run = dataclasses.replace(_run(RunState.DEPLOYING), model_id=MODEL.id)
+    observed = Observed(
+        holder="ft-x",
+        endpoint=_endpoint(**{"ft-old": 100}),
+        deployment=_deployment("Failed"),
+        deployment_error="quota exceeded",
+    )
+    decision = decide(run, observed, POLICY)
+    assert decision.state is RunState.DEPLOY_FAILED
+    assert decision.actions == (Action.DELETE_DEPLOYMENT,)
+    assert "quota exceeded" in decision.detail
+    kept = decide(run, observed, dataclasses.replace(POLICY, keep_failed_deployment=True))
+    assert kept.actions == ()
+
+
+# -- smoke test and promotion -----------------------------------------------------------------
+
+
+def test_a_passing_smoke_test_shifts_traffic() -> None:
+    observed = Observed(endpoint=_endpoint(), deployment=_deployment(), smoke=_smoke(True))
+    decision = decide(_run(RunState.SMOKE_TESTING), observed, POLICY)
+    assert decision.actions == (Action.SHIFT_TRAFFIC,)
+    assert decision.state is RunState.PROMOTING
+    assert decision.changes["smoke"]["passed"] is True
+
+
+def test_a_failing_smoke_test_rolls_back_and_removes_the_new_deployment() -> None:
+    observed = Observed(endpoint=_endpoint(), deployment=_deployment(), smoke=_smoke(False))
+    decision = decide(_run(RunState.SMOKE_TESTING), observed, POLICY)
+    assert decision.state is RunState.ROLLED_BACK
+    assert decision.actions == (Action.DELETE_DEPLOYMENT,)
+    assert "HTTP 500" in decision.changes["last_error"]
+
+
+def test_promotion_waits_for_the_traffic_then_retires_the_previous_deployment() -> None:
+    run = dataclasses.replace(_run(RunState.PROMOTING), previous_deployments={"ft-old": 100})
+    updating = decide(run, Observed(endpoint=_endpoint("Updating")), POLICY)
+    assert updating.state is None and updating.recheck_seconds == 30
+    live = decide(run, Observed(endpoint=_endpoint(**{"ft-x": 100, "ft-old": 0})), POLICY)
+    assert live.state is RunState.LIVE and live.actions == (Action.DELETE_PREVIOUS,)
+    keep = dataclasses.replace(POLICY, keep_previous_deployment=True)
+    assert decide(run, Observed(endpoint=_endpoint(**{"ft-x": 100})), keep).actions == ()
+
+
+def test_promotion_reissues_a_traffic_change_that_did_not_stick() -> None:
+    run = _run(RunState.PROMOTING)
+    decision = decide(run, Observed(endpoint=_endpoint(**{"ft-other": 100})), POLICY)
+    assert decision.actions == (Action.SHIFT_TRAFFIC,) and decision.state is None
+
+
+def test_terminal_runs_need_no_decision() -> None:
+    live = _run(RunState.PROMOTING).moved_to(RunState.LIVE, NOW)
+    assert decide(live, Observed(), POLICY).actions == ()

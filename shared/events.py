@@ -1,0 +1,98 @@
+"""Lifecycle events: what the app tells the outside world about a run.
+
+Pure, plus the port. Each entry of a run's timeline becomes one event, typed
+``FinetuneAutopilot.Run.<State>`` (``...Run.Live``, ``...Run.TrainingFailed``),
+with the run id as subject. An event's id is ``{run_id}:{index}:{state}``, the
+timeline position included, so publishing the same entry again yields the same
+id and subscribers can drop duplicates: delivery is at least once, because a
+publisher that fails raises and the caller publishes the same entries later.
+
+An event's ``data`` describes the run as it is when the events are built (job,
+model, endpoint, last error), with the entry's own state and detail; the
+envelope's ``time`` is when the run entered that state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.runs import Run
+
+EVENT_TYPE_PREFIX = "FinetuneAutopilot.Run."
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    id: str
+    """``{run_id}:{index}:{state}``: the same timeline entry always has the same id."""
+    type: str
+    """``FinetuneAutopilot.Run.<StateInPascalCase>``."""
+    subject: str
+    """The run id."""
+    time: dt.datetime
+    data: Mapping[str, Any]
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: Sequence[LifecycleEvent]) -> None:
+        """Deliver ``events`` in order, all or none.
+
+        Raises ``RetryableError`` when delivery failed for now (the caller keeps
+        the events and publishes them again later), ``PermanentError`` when it
+        cannot succeed as configured (a wrong key, an unknown topic).
+        """
+        ...
+
+
+class DisabledPublisher:
+    """The publisher when no topic is configured: events go nowhere."""
+
+    def publish(self, events: Sequence[LifecycleEvent]) -> None:
+        return None
+
+
+def pascal(state: str) -> str:
+    """``TRAINING_FAILED`` -> ``TrainingFailed`` (a ``RunState`` is a ``str``)."""
+    return "".join(word.capitalize() for word in str(state).split("_") if word)
+
+
+def events_for(run: Run, since_index: int) -> list[LifecycleEvent]:
+    """One event per timeline entry from ``since_index`` on, in timeline order.
+
+    ``since_index`` is how many entries were published before (0: all of them);
+    past the end, there is nothing to publish.
+    """
+    if since_index < 0:
+        raise ValueError(f"since_index must be 0 or more, not {since_index}")
+    events = []
+    for index in range(since_index, len(run.timeline)):
+        entry = run.timeline[index]
+        state = str(entry.state)
+        events.append(
+            LifecycleEvent(
+                id=f"{run.run_id}:{index}:{state}",
+                type=EVENT_TYPE_PREFIX + pascal(state),
+                subject=run.run_id,
+                time=entry.at,
+                data={
+                    "run_id": run.run_id,
+                    "state": state,
+                    "dataset": {
+                        "container": run.dataset.container,
+                        "name": run.dataset.name,
+                        "url": run.dataset.url,
+                        "sha256": run.sha256,
+                    },
+                    "job": {"name": run.job_name, "status": run.job_status},
+                    "model": run.model_id,
+                    "endpoint": run.endpoint,
+                    "deployment": run.deployment,
+                    "summary": entry.detail,
+                    "last_error": run.last_error,
+                },
+            )
+        )
+    return events

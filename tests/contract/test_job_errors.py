@@ -1,0 +1,222 @@
+"""Contract: a failed fine-tuning job's error message, read through the real SDK.
+
+The ARM job resource (``ml_client.jobs.get``) carries a job's status but no
+error text. Azure ML keeps the error in run history, which azure-ai-ml 1.35
+reads with ``ml_client.jobs._runs_operations.get_run_details(name)`` (private:
+``JobOperations._runs_operations`` is the run-history client the public
+``jobs.stream`` uses). The SDK finds run history through the workspace's
+discovery document, not through ``AZUREML_DEV_URL_MFE``; these tests check the
+whole chain against the emulator, with the environment as the only setup:
+
+    GET {ARM}/workspaces/{ws}                      -> properties.discoveryUrl
+    GET {discoveryUrl}  (anonymous)                -> {"api": ..., ...}
+    GET {api}/history/v1.0/.../runs/{name}/details -> RunDetails (error.error.message)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+from azure.ai.ml import MLClient
+from azure.ai.ml.exceptions import JobException
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from local.azureml_emulator import AzureMLEmulator
+from tests.support.azureml import EmulatorAdmin, wait_until
+from tests.support.finetuning import (
+    finetuning_job,
+    register_data,
+    status_of,
+    unique,
+    upload_jsonl,
+    wait_for_job,
+)
+
+pytestmark = pytest.mark.integration
+
+TRAINING = [
+    {"prompt": "What is the capital of France?", "completion": "Paris."},
+    {"prompt": "What is the capital of Japan?", "completion": "Tokyo."},
+]
+INJECTED = "CUDA out of memory: tried to allocate 2.00 GiB (injected)"
+
+
+def job_error(ml_client: MLClient, name: str) -> str:
+    """The call the app's adapter makes: a job's error message, or "" if it has none."""
+    details = ml_client.jobs._runs_operations.get_run_details(name)
+    root = details.error.error if details.error else None
+    return str(root.message or "") if root else ""
+
+
+@pytest.fixture
+def container(blob_service: BlobServiceClient) -> Iterator[ContainerClient]:
+    client = blob_service.create_container(f"joberrors{uuid.uuid4().hex[:12]}")
+    yield client
+    client.delete_container()
+
+
+@pytest.fixture
+def training_data(ml_client: MLClient, container: ContainerClient) -> str:
+    """A registered data asset of usable training examples; its id."""
+    data = register_data(
+        ml_client, unique("data"), upload_jsonl(container, "train.jsonl", TRAINING)
+    )
+    return str(data.id)
+
+
+def submit(ml_client: MLClient, name: str, data_id: str) -> None:
+    ml_client.jobs.create_or_update(
+        finetuning_job(name=name, prefix=unique("model"), training=data_id, validation=data_id)
+    )
+
+
+def history_url(emulator: AzureMLEmulator, ml_client: MLClient, run_id: str) -> str:
+    return (
+        f"{emulator.base_url}/history/v1.0/subscriptions/{ml_client.subscription_id}"
+        f"/resourceGroups/{ml_client.resource_group_name}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{ml_client.workspace_name}"
+        f"/runs/{run_id}/details"
+    )
+
+
+# --- run details through the SDK ------------------------------------------------------------
+
+
+def test_failed_job_error_message_comes_back(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, training_data: str
+) -> None:
+    name = unique("job")
+    emulator_admin.fault_job(name, "fail", INJECTED)
+    submit(ml_client, name, training_data)
+    job, _ = wait_for_job(ml_client, name)
+
+    details = ml_client.jobs._runs_operations.get_run_details(name)
+
+    assert status_of(job) == "Failed"
+    assert details.run_id == name
+    assert details.status == "Failed"
+    assert details.error is not None
+    assert details.error.error is not None
+    assert details.error.error.code == "UserError"
+    assert details.error.error.message == INJECTED
+    assert details.end_time_utc is not None
+    assert details.created_time_utc is not None
+    assert details.end_time_utc >= details.created_time_utc
+    assert job_error(ml_client, name) == INJECTED
+
+
+def test_unusable_training_data_fails_with_the_reason(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, container: ContainerClient
+) -> None:
+    unusable = [{"text": "no prompt and no completion"}]
+    data = register_data(ml_client, unique("data"), upload_jsonl(container, "bad.jsonl", unusable))
+    name = unique("job")
+    submit(ml_client, name, str(data.id))
+
+    job, _ = wait_for_job(ml_client, name)
+    message = job_error(ml_client, name)
+
+    assert status_of(job) == "Failed"
+    [described] = [j for j in emulator_admin.state()["jobs"] if j["name"] == name]
+    assert described["error"]
+    assert message == described["error"]
+
+
+def test_completed_job_has_no_error(ml_client: MLClient, training_data: str) -> None:
+    name = unique("job")
+    submit(ml_client, name, training_data)
+    job, _ = wait_for_job(ml_client, name)
+
+    details = ml_client.jobs._runs_operations.get_run_details(name)
+
+    assert status_of(job) == "Completed"
+    assert details.status == "Completed"
+    assert details.error is None
+    assert job_error(ml_client, name) == ""
+
+
+def test_running_job_has_no_error_yet(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, training_data: str
+) -> None:
+    name = unique("job")
+    emulator_admin.fault_job(name, "stuck", "never finishes")
+    submit(ml_client, name, training_data)
+    try:
+        details = wait_until(
+            lambda: ml_client.jobs._runs_operations.get_run_details(name),
+            lambda found: found.status == "Running",
+            what=f"job {name} to be Running",
+        )
+
+        assert details.error is None
+        assert details.end_time_utc is None
+        assert job_error(ml_client, name) == ""
+    finally:
+        ml_client.jobs.begin_cancel(name).result()
+
+
+def test_unknown_job_is_not_found(ml_client: MLClient) -> None:
+    with pytest.raises(ResourceNotFoundError) as missing:
+        ml_client.jobs._runs_operations.get_run_details(unique("missing"))
+
+    assert missing.value.status_code == 404
+
+
+# --- the public fallback ----------------------------------------------------------------------
+
+
+def test_public_stream_raises_the_failed_jobs_error(
+    ml_client: MLClient,
+    emulator_admin: EmulatorAdmin,
+    training_data: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failed, completed = unique("job"), unique("job")
+    emulator_admin.fault_job(failed, "fail", INJECTED)
+    for name in (failed, completed):
+        submit(ml_client, name, training_data)
+    for name in (failed, completed):
+        wait_for_job(ml_client, name)
+
+    with pytest.raises(JobException) as raised:
+        ml_client.jobs.stream(failed)
+    streamed = ml_client.jobs.stream(completed)
+
+    # The message is the run's error dumped as JSON: usable, but only by parsing text.
+    assert INJECTED in raised.value.message
+    assert '"code": "UserError"' in raised.value.message
+    assert streamed is None
+    assert f"RunId: {completed}" in capsys.readouterr().out
+
+
+# --- how the SDK gets there -------------------------------------------------------------------
+
+
+def test_workspace_discovery_points_the_sdk_at_the_emulator(
+    ml_client: MLClient, emulator: AzureMLEmulator
+) -> None:
+    workspace = ml_client.workspaces.get(ml_client.workspace_name)
+
+    response = requests.get(str(workspace.discovery_url), timeout=10)  # anonymous, as on Azure
+
+    assert str(workspace.discovery_url).startswith(emulator.base_url)
+    assert response.status_code == 200
+    assert response.json()["api"] == emulator.base_url
+
+
+def test_run_history_requires_a_bearer_token(
+    ml_client: MLClient, emulator: AzureMLEmulator
+) -> None:
+    url = history_url(emulator, ml_client, unique("missing"))
+
+    anonymous = requests.get(url, timeout=10)
+    with_token = requests.get(url, headers={"Authorization": "Bearer token"}, timeout=10)
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "AuthenticationFailed"
+    assert with_token.status_code == 404  # authenticated, and no such run
+    assert with_token.json()["error"]["innerError"]["code"] == "NotFoundError"
