@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: run test check lint format typecheck install emulator clean
+.PHONY: run demo test check lint format typecheck install emulator host clean
 
 install: $(STAMP_PY) $(STAMP_NODE)
 
@@ -21,9 +21,13 @@ $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## make run: start the local stack (Azurite + Azure ML emulator) and keep serving.
+## make run: the whole pipeline on the local stack, shown state by state, then keep serving.
 run: install
-	$(PY) -m local.stack
+	$(PY) -m local.demo --serve
+
+## make demo: the same, non-interactive: exit 0 once the sample run is LIVE.
+demo: install
+	$(PY) -m local.demo
 
 ## make test: lint, format check, type check, then the whole test suite.
 test: check
@@ -42,5 +46,10 @@ format: $(STAMP_PY)
 emulator: $(STAMP_PY)
 	$(PY) -m local.azureml_emulator --port $${PORT:-8443}
 
+## make host: the local Functions host alone, for the app in this folder
+## (settings from local.settings.json).
+host: install
+	$(PY) -m local.functions_host --app-dir .
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .local-stack

@@ -1,7 +1,9 @@
 """The Functions app: triggers only. Each turns its binding into one value,
 calls one service function and maps the outcome to the trigger's semantics:
 a ``RetryableError`` (or a settings problem) escapes so the host retries and
-logs it; everything else is recorded on the run by the service.
+logs it; everything else is recorded on the run by the service. HTTP routes
+hand the request's parts to one function of ``shared.api``, which answers
+every outcome, errors included, as a ``Reply`` (status, JSON, headers).
 
 Importing this module opens no connection and reads two settings only,
 ``DATASET_TRIGGER_SOURCE`` and ``RECONCILE_SCHEDULE``, tolerantly and with
@@ -13,14 +15,15 @@ would have no default). Every other setting is read on first use by
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from shared.health import health
+if TYPE_CHECKING:
+    from shared.api import Reply
 
 app = func.FunctionApp()
 log = logging.getLogger("function_app")
@@ -41,11 +44,79 @@ def _dataset_trigger_source() -> func.BlobSource:
     return func.BlobSource.LOGS_AND_CONTAINER_SCAN
 
 
+def _http(reply: Reply) -> func.HttpResponse:
+    return func.HttpResponse(
+        reply.text(), status_code=reply.status, headers=reply.headers, mimetype=reply.media_type
+    )
+
+
 @app.function_name("health")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health_route(req: func.HttpRequest) -> func.HttpResponse:
-    """Anonymous liveness check."""
-    return func.HttpResponse(json.dumps(health()), status_code=200, mimetype="application/json")
+    """Anonymous: up, and able to reach the run ledger (503 with the reason if not)."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.health(services))
+
+
+@app.function_name("openapi")
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous: the OpenAPI document of these routes."""
+    from shared import api
+
+    return _http(api.openapi())
+
+
+@app.function_name("start_run")
+@app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def start_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Start a run from a blob of the dataset container."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.start_run(services, req.get_body()))
+
+
+@app.function_name("list_runs")
+@app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_runs_route(req: func.HttpRequest) -> func.HttpResponse:
+    """A page of runs, newest first."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.list_runs(services, req.params))
+
+
+@app.function_name("get_run")
+@app.route(route="runs/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """The whole record of a run."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.get_run(services, req.route_params.get("id", "")))
+
+
+@app.function_name("cancel_run")
+@app.route(route="runs/{id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def cancel_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel a run."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.cancel_run(services, req.route_params.get("id", "")))
+
+
+@app.function_name("retry_run")
+@app.route(route="runs/{id}/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Retry a failed run from the step that failed."""
+    from shared import api
+    from shared.services import services
+
+    return _http(api.retry_run(services, req.route_params.get("id", "")))
 
 
 @app.function_name("dataset_uploaded")

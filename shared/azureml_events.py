@@ -11,6 +11,7 @@ harmless: reconcile is idempotent.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.services import Services
 
 log = logging.getLogger(__name__)
 
+_RETRY_SUFFIX = re.compile(r"-r\d+$")
 HANDLED = {
     "microsoft.machinelearningservices.runcompleted",
     "microsoft.machinelearningservices.runstatuschanged",
@@ -30,7 +32,7 @@ def on_azureml_event(services: Services, event_type: str, data: Mapping[str, Any
     if event_type.lower() not in HANDLED:
         log.info("ignored event of type %s", event_type)
         return "ignored: not a run event"
-    run_id = str(data.get("runId") or "")
+    run_id = _RETRY_SUFFIX.sub("", str(data.get("runId") or ""))  # retried jobs: <run>-r<n>
     if not run_id or services.ledger.get(run_id) is None:
         log.info("ignored %s for run %r: not a run of this app", event_type, run_id)
         return "ignored: unknown run"

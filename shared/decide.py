@@ -18,6 +18,9 @@ The rollout, state by state::
     SMOKE_TESTING     smoke passed: shift traffic          -> PROMOTING
                       smoke failed: remove ours            -> ROLLED_BACK
     PROMOTING         traffic applied: retire previous     -> LIVE
+
+A cancel request (until traffic starts moving) stops the job or removes the
+run's deployment and ends the run CANCELED.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from shared.azureml import (
     JobView,
     ModelView,
 )
-from shared.runs import Run, RunState
+from shared.runs import CANCELLABLE, Run, RunState
 from shared.smoke import SmokeOutcome
 
 
@@ -50,6 +53,7 @@ class Action(StrEnum):
     SHIFT_TRAFFIC = "shift_traffic"  # 100% to the run's deployment, 0% to the rest
     DELETE_DEPLOYMENT = "delete_deployment"  # the run's own (failed or rolled back)
     DELETE_PREVIOUS = "delete_previous"  # the deployments that served before
+    CANCEL_JOB = "cancel_job"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ DEFAULT_POLICY = Policy()
 
 
 def decide(run: Run, observed: Observed, policy: Policy = DEFAULT_POLICY) -> Decision:
+    if run.cancel_requested and run.state in CANCELLABLE:
+        return _cancel(run, observed)
     if run.state is RunState.REGISTERING_DATA:
         return _registering(observed)
     if run.state is RunState.TRAINING:
@@ -98,6 +104,21 @@ def decide(run: Run, observed: Observed, policy: Policy = DEFAULT_POLICY) -> Dec
     if run.state is RunState.PROMOTING:
         return _promoting(run, observed, policy)
     return Decision()  # terminal: nothing to do
+
+
+def _cancel(run: Run, observed: Observed) -> Decision:
+    """Stop what the run has started (its job, or its deployment at 0%) and end it."""
+    actions: tuple[Action, ...] = ()
+    if observed.job is not None and observed.job.status in JOB_ACTIVE:
+        actions = (Action.CANCEL_JOB,)
+    elif observed.deployment is not None:
+        actions = (Action.DELETE_DEPLOYMENT,)
+    stopped = {
+        Action.CANCEL_JOB: f"; job {run.job_name or run.run_id} cancelled",
+        Action.DELETE_DEPLOYMENT: f"; deployment {run.deployment} removed",
+    }
+    detail = "canceled on request" + "".join(stopped[a] for a in actions)
+    return Decision(actions=actions, state=RunState.CANCELED, detail=detail)
 
 
 def _wait(activity: str, seconds: float, **changes: Any) -> Decision:

@@ -65,8 +65,18 @@ def skip_reason(name: str) -> str | None:
 
 
 def accept_upload(
-    services: Services, name: str, overrides: Mapping[str, str] | None = None
+    services: Services,
+    name: str,
+    overrides: Mapping[str, object] | None = None,
+    force: bool = False,
 ) -> IntakeResult:
+    """Handle blob ``name`` of the dataset container (see the module docstring).
+
+    ``overrides`` (hyperparameters, same allow-list as blob metadata) and
+    ``force`` (train again on content that was trained before) come from a
+    request by hand; either makes it a new request rather than a repeat of the
+    blob trigger for the same upload.
+    """
     reason = skip_reason(name)
     if reason is not None:
         log.info("skipped blob %s: %s", name, reason)
@@ -77,7 +87,8 @@ def accept_upload(
         log.info("skipped blob %s: it no longer exists", name)
         return IntakeResult("skipped", detail="the blob no longer exists")
     dataset = DatasetRef(store.container, name, info.url, info.etag, info.size)
-    seen = services.ledger.upload_run(dataset.upload_id)
+    by_hand = bool(overrides) or force
+    seen = None if by_hand else services.ledger.upload_run(dataset.upload_id)
     if seen is not None:
         log.info("upload %s (%s) was handled before as run %s", name, info.etag, seen)
         reconcile(services, seen)
@@ -115,6 +126,8 @@ def accept_upload(
         sibling_config = _sibling(sibling, sibling_report)
 
     config = _config(settings, report, hyper, sibling_config)
+    if force:
+        config["forced"] = services.now().isoformat()  # a new run id: train again
     run_id = run_id_for(report.sha256, config)
     now = services.now()
     run = Run.new(
@@ -131,7 +144,11 @@ def accept_upload(
         existing = services.ledger.get(run_id)
         if existing is not None and existing.run.dataset.upload_id != dataset.upload_id:
             return _duplicate(services, dataset, existing.run, report)
-    services.ledger.link_upload(dataset.upload_id, run_id)
+        if existing is not None and by_hand:
+            reconcile(services, run_id)
+            return IntakeResult("seen", run_id, "this upload was already run with this config")
+    if not by_hand:
+        services.ledger.link_upload(dataset.upload_id, run_id)
     log.info("run %s accepted for %s (%d examples)", run_id, name, report.examples)
     reconcile(services, run_id)
     return IntakeResult("accepted", run_id, f"{report.examples} examples")

@@ -184,7 +184,8 @@ def _gather(services: Services, run: Run) -> Observed:
         endpoint = azureml.get_endpoint(run.endpoint)
         deployment = azureml.get_deployment(run.endpoint, run.deployment)
         smoke = None
-        if endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED:
+        up = endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED
+        if up and endpoint is not None and not run.cancel_requested:
             smoke = _smoke_test(services, run, endpoint.scoring_uri)
         return Observed(endpoint=endpoint, deployment=deployment, smoke=smoke)
     if run.state is RunState.PROMOTING:
@@ -281,6 +282,8 @@ def _act(services: Services, run: Run, observed: Observed, decision: Decision) -
         elif action is Action.DELETE_PREVIOUS:
             for name in run.previous_deployments:
                 azureml.begin_delete_deployment(run.endpoint, name)
+        elif action is Action.CANCEL_JOB:
+            azureml.cancel_job(run.job_name or run.run_id)
     return changes
 
 
@@ -315,7 +318,7 @@ def _prepare_data(services: Services, run: Run) -> dict[str, Any]:
 def _job_spec(run: Run, changes: dict[str, Any]) -> JobSpec:
     config = run.config
     return JobSpec(
-        name=run.run_id,
+        name=run.job_name or run.run_id,
         experiment_name=str(config["experiment_name"]),
         base_model=str(config["base_model"]),
         task=str(config["task"]),

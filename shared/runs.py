@@ -61,6 +61,24 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
+# Retrying a failed run resumes at the step that failed, keeping what succeeded.
+RETRY_FROM: dict[RunState, RunState] = {
+    RunState.TRAINING_FAILED: RunState.REGISTERING_DATA,  # a new job on the same data assets
+    RunState.DEPLOY_FAILED: RunState.DEPLOYING,  # a new deployment of the same model
+    RunState.ROLLED_BACK: RunState.DEPLOYING,
+}
+# Cancelling is possible until traffic starts moving.
+CANCELLABLE = frozenset(
+    {
+        RunState.RECEIVED,
+        RunState.REGISTERING_DATA,
+        RunState.TRAINING,
+        RunState.DEPLOYING,
+        RunState.SMOKE_TESTING,
+    }
+)
+
+
 class InvalidTransition(Exception):
     """A state change the lifecycle does not allow: a bug, never an input problem."""
 
@@ -127,6 +145,8 @@ class Run:
     duplicate_of: str = ""
     previous_deployments: Mapping[str, int] = field(default_factory=dict)
     activity: str = ""  # what the run is waiting on now, for people watching
+    cancel_requested: bool = False
+    retries: int = 0
     attempts: int = 0
     last_error: str = ""
     next_check_at: dt.datetime | None = None
@@ -181,6 +201,51 @@ class Run:
             last_error=changes.pop("last_error", ""),
             next_check_at=None if state.terminal else changes.pop("next_check_at", now),
             timeline=(*self.timeline, TimelineEntry(state, now, detail)),
+            **changes,
+        )
+
+    def resume_state(self) -> RunState | None:
+        """Where a retry would resume this run, or None if it cannot be retried."""
+        if self.state in RETRY_FROM:
+            return RETRY_FROM[self.state]
+        if self.state is RunState.FAILED:
+            failed_in = next(
+                (e.state for e in reversed(self.timeline) if e.state is not RunState.FAILED),
+                RunState.RECEIVED,
+            )
+            if failed_in in (RunState.RECEIVED, RunState.REGISTERING_DATA, RunState.TRAINING):
+                return RunState.REGISTERING_DATA if self.sha256 else None
+            return RunState.DEPLOYING
+        return None
+
+    def retried(self, now: dt.datetime) -> Run:
+        """This failed run set to resume at the step that failed, with fresh Azure names
+        for what must be made anew (``<run id>-r<n>``: a failed job or deployment of the
+        old name may still exist)."""
+        resume = self.resume_state()
+        if resume is None:
+            raise InvalidTransition(f"{self.run_id}: a {self.state} run cannot be retried")
+        retries = self.retries + 1
+        fresh = f"{self.run_id}-r{retries}"
+        changes: dict[str, Any] = {}
+        if resume is RunState.REGISTERING_DATA:
+            changes.update(job_name=fresh, job_status="", model_id="")
+        else:
+            changes.update(deployment=fresh, smoke={}, previous_deployments={})
+        return dataclasses.replace(
+            self,
+            state=resume,
+            updated_at=now,
+            attempts=0,
+            last_error="",
+            retries=retries,
+            cancel_requested=False,
+            next_check_at=now,
+            activity="retrying",
+            timeline=(
+                *self.timeline,
+                TimelineEntry(resume, now, f"retry {retries}: resuming at {resume}"),
+            ),
             **changes,
         )
 

@@ -12,6 +12,28 @@ entity-group transaction:
 - ``endpoint|<name>``: which run holds the rollout lock of an endpoint.
 - ``upload|<upload id>``: which run a given blob version became, so a trigger
   firing again for the same upload does not validate it again.
+- ``created|<inverted creation time>|<id>``: one per run, the listing index.
+  Row keys sort ascending, so the inverted time (a fixed-width count of
+  microseconds before a far-off instant) puts the newest run first. The row
+  carries the summary columns a listing shows (``State``, ``Activity``,
+  ``Dataset``, ``CreatedAt``, ``UpdatedAt``, ``JobName``, ``Deployment``,
+  ``LastError``, ``RunId``) and is written in the same transaction as every
+  write of the run row (``create`` and ``replace``: a creation time never
+  changes, so it is always the same row), so it is never out of date. A run
+  stored before this index existed gets its row on its next write.
+
+Listing (``list_runs``) is therefore one range query over ``created|`` rows,
+``$top`` = page size + 1 (the extra row tells whether another page follows and
+where it starts), with ``State eq`` as a server-side filter when asked. No
+run's JSON is read. The continuation is ``{"from": <the next page's first row
+key>}``. Azure may answer a sparse filtered query with short or empty pages
+and its own continuation token; a listing follows those for at most
+``LIST_ROUND_TRIPS`` requests, then hands back the service's token as well
+(``"resume"``), so one call does bounded work however many runs there are.
+The alternative, paging over index rows without state and filtering against
+the run rows, would read one run row per candidate; keeping the summary on the
+index row costs a few hundred bytes per run and one more operation in each
+transaction.
 
 Compare-and-swap: the run row is replaced with ``If-Match: <etag>``; a 412
 (or an insert that finds the row) becomes ``ConcurrencyConflict``.
@@ -19,6 +41,7 @@ Compare-and-swap: the run row is replaced with ``If-Match: <etag>``; a 412
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -33,9 +56,9 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.azure_errors import translate
-from shared.errors import ConcurrencyConflict
-from shared.ledger import StoredRun
-from shared.runs import Run
+from shared.errors import ConcurrencyConflict, InvalidInput
+from shared.ledger import MAX_PAGE, RunSummary, StoredRun
+from shared.runs import Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +67,24 @@ RUN_PREFIX = "run|"
 ACTIVE_PREFIX = "active|"
 UPLOAD_PREFIX = "upload|"
 ENDPOINT_PREFIX = "endpoint|"
+CREATED_PREFIX = "created|"
+CREATED_END = "created}"  # just past every "created|..." key ("}" follows "|")
+PING_KEY = "ping|"  # never written: reading it is the cheapest question the table answers
+LIST_ROUND_TRIPS = 5  # service requests one listing makes at most
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_INVERT_FROM = 10**18 - 1  # microseconds: far past any creation time, 18 digits wide
+_SUMMARY_COLUMNS = [
+    "RowKey",
+    "RunId",
+    "State",
+    "Activity",
+    "Dataset",
+    "CreatedAt",
+    "UpdatedAt",
+    "JobName",
+    "Deployment",
+    "LastError",
+]
 CHUNK = 30_000  # characters per Json property: under the 64 KiB (32K UTF-16 units) limit
 _CONFLICT_CODES = {"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ConditionNotMet"}
 
@@ -73,7 +114,10 @@ class TableLedger:
         return _stored(entity)
 
     def create(self, run: Run) -> StoredRun | None:
-        operations: list[Any] = [("create", _run_entity(run))]
+        operations: list[Any] = [
+            ("create", _run_entity(run)),
+            ("upsert", _created_entity(run), {"mode": UpdateMode.REPLACE}),
+        ]
         if run.needs_attention:
             operations.append(("create", _active_entity(run)))
         try:
@@ -98,7 +142,8 @@ class TableLedger:
                     "etag": stored.etag,
                     "match_condition": MatchConditions.IfNotModified,
                 },
-            )
+            ),
+            ("upsert", _created_entity(run), {"mode": UpdateMode.REPLACE}),
         ]
         if run.needs_attention:
             operations.append(("upsert", _active_entity(run), {"mode": UpdateMode.REPLACE}))
@@ -128,6 +173,54 @@ class TableLedger:
             raise translate(exc, "listing active runs") from exc
         found = [self.get(run_id) for run_id in ids]
         return [s for s in found if s is not None and s.run.needs_attention]
+
+    def list_runs(
+        self, state: RunState | None, limit: int, continuation: str | None
+    ) -> tuple[list[RunSummary], str | None]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        start, token = _position(continuation)
+        query = "PartitionKey eq @pk and RowKey ge @start and RowKey lt @end"
+        params: dict[str, Any] = {"pk": PARTITION, "start": start, "end": CREATED_END}
+        if state is not None:
+            query += " and State eq @state"
+            params["state"] = state.value
+        rows: list[Any] = []
+        try:
+            # Tables continuation tokens are dicts (PartitionKey, RowKey), though
+            # ItemPaged.by_page annotates them as strings.
+            query_pages: Any = self._client().query_entities(
+                query, parameters=params, select=_SUMMARY_COLUMNS, results_per_page=limit + 1
+            )
+            pages = query_pages.by_page(continuation_token=token)
+            for round_trip, page in enumerate(pages, start=1):
+                rows.extend(page)
+                if len(rows) > limit:
+                    following = json.dumps({"from": str(rows[limit]["RowKey"])})
+                    return [_summary(r) for r in rows[:limit]], following
+                if round_trip >= LIST_ROUND_TRIPS:
+                    break
+            else:
+                return [_summary(r) for r in rows], None
+            resume = getattr(pages, "continuation_token", None)
+        except AzureError as exc:
+            raise translate(exc, "listing runs") from exc
+        if not isinstance(resume, dict):
+            return [_summary(r) for r in rows], None
+        return [_summary(r) for r in rows], json.dumps({"resume": resume, "from": start})
+
+    def ping(self) -> None:
+        # Straight to the table (not through _client(), which would create it), with
+        # no retries and short timeouts: a health check must answer quickly.
+        table = self._service.get_table_client(self._table_name)
+        try:
+            table.get_entity(
+                PARTITION, PING_KEY, retry_total=0, connection_timeout=5, read_timeout=5
+            )
+        except ResourceNotFoundError:
+            return  # the service answered (no such row, or no table yet: created on first use)
+        except AzureError as exc:
+            raise translate(exc, "reaching the run ledger") from exc
 
     def link_upload(self, upload_id: str, run_id: str) -> str:
         entity = {"PartitionKey": PARTITION, "RowKey": UPLOAD_PREFIX + upload_id, "RunId": run_id}
@@ -222,6 +315,75 @@ def _active_entity(run: Run) -> dict[str, Any]:
         "State": run.state.value,
         "NextCheckAt": run.next_check_at.isoformat() if run.next_check_at else "",
     }
+
+
+def _created_key(run: Run) -> str:
+    created = run.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    micros = (created - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{CREATED_PREFIX}{_INVERT_FROM - micros:018d}|{run.run_id}"
+
+
+def _created_entity(run: Run) -> dict[str, Any]:
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": _created_key(run),
+        "RunId": run.run_id,
+        "State": run.state.value,
+        "Activity": run.activity[:CHUNK],
+        "Dataset": run.dataset.name,
+        "CreatedAt": run.created_at.isoformat(),
+        "UpdatedAt": run.updated_at.isoformat(),
+        "JobName": run.job_name,
+        "Deployment": run.deployment,
+        "LastError": run.last_error[:CHUNK],
+    }
+
+
+def _summary(entity: Any) -> RunSummary:
+    return RunSummary(
+        run_id=str(entity["RunId"]),
+        state=RunState(entity["State"]),
+        activity=str(entity.get("Activity") or ""),
+        dataset_name=str(entity.get("Dataset") or ""),
+        created_at=dt.datetime.fromisoformat(entity["CreatedAt"]),
+        updated_at=dt.datetime.fromisoformat(entity["UpdatedAt"]),
+        job_name=str(entity.get("JobName") or ""),
+        deployment=str(entity.get("Deployment") or ""),
+        last_error=str(entity.get("LastError") or ""),
+    )
+
+
+def _position(continuation: str | None) -> tuple[str, dict[str, str] | None]:
+    """Where a page starts: (first row key, the service's continuation token or None).
+
+    A continuation is ``{"from": row key}`` (the next page's first row), or, when a
+    listing stopped after ``LIST_ROUND_TRIPS``, also ``"resume"``: the service's own
+    token (opaque, and only ever resuming the same ``created|`` range query).
+    """
+    if continuation is None:
+        return CREATED_PREFIX, None
+    invalid = InvalidInput("continuation is not a position in the run listing")
+    try:
+        position = json.loads(continuation)
+    except ValueError:
+        raise invalid from None
+    if not isinstance(position, dict) or set(position) - {"from", "resume"}:
+        raise invalid
+    start = position.get("from")
+    if not isinstance(start, str) or not CREATED_PREFIX <= start < CREATED_END:
+        raise invalid
+    resume = position.get("resume")
+    if resume is None:
+        return start, None
+    if (
+        not isinstance(resume, dict)
+        or set(resume) != {"PartitionKey", "RowKey"}
+        or not all(isinstance(v, str) and len(v) <= 1024 for v in resume.values())
+    ):
+        raise invalid
+    return start, resume
 
 
 def _stored(entity: Any) -> StoredRun:

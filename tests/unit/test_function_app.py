@@ -48,13 +48,26 @@ def test_binding_names_match_parameters() -> None:
                 assert name in params, f"{function.get_function_name()}: binding {name!r}"
 
 
-def test_health_route_answers_ok() -> None:
+def test_the_health_route_without_settings_answers_503_naming_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Up, but unable to reach its ledger: 503 with the reason, never a crash.
+    # (200 with "ledger": "reachable" is tested against Azurite in tests/api.)
     import function_app
+    from shared.services import services
 
+    for name in list(os.environ):
+        if name.startswith(("AZURE", "FINETUNE", "DATASET", "RUN_", "AzureWebJobs")):
+            monkeypatch.delenv(name)
+    services.cache_clear()
     request = func.HttpRequest("GET", "http://localhost/api/health", body=b"")
     response = function_app.health_route(request)
-    assert response.status_code == 200
-    assert json.loads(response.get_body()) == {"status": "ok", "service": "finetune-autopilot"}
+    services.cache_clear()
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    body = json.loads(response.get_body())
+    assert body["service"] == "finetune-autopilot" and body["ledger"] == "unknown"
+    assert "AZURE_SUBSCRIPTION_ID is missing" in body["detail"]
 
 
 def test_a_trigger_with_missing_settings_fails_with_the_one_clear_error(

@@ -1,0 +1,66 @@
+"""What people ask of a run by hand: start it, cancel it, retry it.
+
+Each request is recorded on the run with compare-and-swap, then the run is
+reconciled at once; the reconciler does the work (cancelling the job,
+removing a deployment at 0%, resuming at the failed step), exactly as it would
+on the next timer tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shared.errors import ConcurrencyConflict, InvalidInput
+from shared.reconciler import reconcile
+from shared.runs import CANCELLABLE, Run
+from shared.services import Services
+
+
+class RunNotFound(InvalidInput):
+    """No run with that id."""
+
+
+class NotAllowedNow(InvalidInput):
+    """The run's state forbids the request (HTTP 409)."""
+
+
+def request_cancel(services: Services, run_id: str) -> Run:
+    for _ in range(5):
+        stored = services.ledger.get(run_id)
+        if stored is None:
+            raise RunNotFound(f"run {run_id} does not exist")
+        run = stored.run
+        if run.cancel_requested:
+            break
+        if run.state not in CANCELLABLE:
+            raise NotAllowedNow(
+                f"run {run_id} is {run.state}: only runs in "
+                f"{', '.join(sorted(CANCELLABLE))} can be cancelled"
+            )
+        try:
+            services.ledger.replace(
+                stored, dataclasses.replace(run, cancel_requested=True, next_check_at=None)
+            )
+            break
+        except ConcurrencyConflict:
+            continue
+    return reconcile(services, run_id) or run
+
+
+def request_retry(services: Services, run_id: str) -> Run:
+    for _ in range(5):
+        stored = services.ledger.get(run_id)
+        if stored is None:
+            raise RunNotFound(f"run {run_id} does not exist")
+        run = stored.run
+        if run.resume_state() is None:
+            raise NotAllowedNow(
+                f"run {run_id} is {run.state}: only TRAINING_FAILED, DEPLOY_FAILED, "
+                "ROLLED_BACK and FAILED runs can be retried"
+            )
+        try:
+            services.ledger.replace(stored, run.retried(services.now()))
+            break
+        except ConcurrencyConflict:
+            continue
+    return reconcile(services, run_id) or run
