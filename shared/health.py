@@ -1,4 +1,7 @@
-"""The app's liveness answer, shared by the health route and its tests."""
+"""The app's liveness answer: the body of a healthy ``GET /api/health``.
+
+``shared.api.health`` adds the ledger check (and answers 503 when it fails).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,5 @@ SERVICE = "finetune-autopilot"
 
 
 def health() -> dict[str, Any]:
-    """What ``GET /api/health`` answers while the app is up.
-
-    Deliberately touches no setting and no connection for now: checking that
-    the run ledger is reachable belongs here once the ledger exists.
-    """
+    """The fields every healthy answer carries; touches no setting or connection."""
     return {"status": "ok", "service": SERVICE}
