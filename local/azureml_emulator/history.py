@@ -25,8 +25,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from local.azureml_emulator.arm import ArmError, iso
-from local.azureml_emulator.http import Request, Response, Router
+from local.azureml_emulator.arm import iso
+from local.azureml_emulator.http import Request, Response, Router, require_bearer
 from local.azureml_emulator.jobs import TERMINAL
 from local.azureml_emulator.state import Job, World
 from local.azureml_emulator.workspace import WS, ws_key
@@ -42,7 +42,7 @@ class HistoryRoutes:
         router.add("GET", RUN_DETAILS, self.get_run_details, kind="scoring")
 
     def get_run_details(self, request: Request) -> Response:
-        _check_bearer(request)
+        require_bearer(request)
         run_id = request.params["run"]
         with self.world.lock:
             job = self.world.jobs.get((ws_key(request), run_id.lower()))
@@ -98,13 +98,3 @@ def _not_found(run_id: str) -> dict[str, Any]:
             "innerError": {"code": "NotFoundError"},
         }
     }
-
-
-def _check_bearer(request: Request) -> None:
-    auth = request.header("Authorization") or ""
-    if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
-        raise ArmError(
-            401,
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing a bearer token.",
-        )

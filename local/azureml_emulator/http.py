@@ -147,19 +147,24 @@ class Dispatcher:
 
     @staticmethod
     def _check_arm(request: Request) -> None:
-        auth = request.header("Authorization") or ""
-        if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
-            raise ArmError(
-                401,
-                "AuthenticationFailed",
-                "Authentication failed. The 'Authorization' header is missing a bearer token.",
-            )
+        require_bearer(request)
         if not request.query.get("api-version"):
             raise ArmError(
                 400,
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
+
+
+def require_bearer(request: Request) -> None:
+    """Like Azure: a request without a bearer token (any value) is 401."""
+    auth = request.header("Authorization") or ""
+    if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
+        raise ArmError(
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing a bearer token.",
+        )
 
 
 def _make_handler(dispatch: Dispatcher) -> type[BaseHTTPRequestHandler]:
