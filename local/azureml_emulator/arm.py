@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 WORKSPACE_PROVIDER = "Microsoft.MachineLearningServices"
+LOCATION = "eastus2"  # the one region the emulator pretends to be
 
 # ARM names: the service's own rule for endpoints and deployments (3-32
 # characters, letters, digits and hyphens, starting with a letter) and its
@@ -23,19 +25,71 @@ ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
 class ArmError(Exception):
-    """An error answered to the client as an ARM error body."""
+    """An error answered to the client as an ARM error body.
+
+    ``details`` and ``additional_info`` are added to the body only when given:
+    most emulated errors are flat, while the ones a client must be able to dig
+    into (quota, duplicate jobs, endpoint names) carry the nesting Azure uses.
+    """
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        additional_info: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.details = details
+        self.additional_info = additional_info
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        if self.additional_info is not None:
+            error["additionalInfo"] = self.additional_info
+        return {"error": error}
+
+
+def mfe_user_error(message: str, *inner_codes: str) -> ArmError:
+    """A 400 ``UserError`` shaped like Azure ML's management front end answers it.
+
+    Real bodies (azure-sdk-assets recordings) carry ``details: []`` and an
+    ``additionalInfo`` list naming the component, correlation ids, environment,
+    location and time, plus an ``InnerError`` chain when the service has finer
+    codes (``inner_codes``, outermost first).
+    """
+    info: list[dict[str, Any]] = [
+        {"type": "ComponentName", "info": {"value": "managementfrontend"}},
+        {
+            "type": "Correlation",
+            "info": {"value": {"operation": uuid.uuid4().hex, "request": uuid.uuid4().hex[:16]}},
+        },
+        {"type": "Environment", "info": {"value": LOCATION}},
+        {"type": "Location", "info": {"value": LOCATION}},
+        {"type": "Time", "info": {"value": iso(dt.datetime.now(dt.UTC))}},
+    ]
+    if inner_codes:
+        inner: dict[str, Any] | None = None
+        for code in reversed(inner_codes):
+            inner = {"code": code, "innerError": inner}
+        info.append({"type": "InnerError", "info": {"value": inner}})
+    return ArmError(
+        400,
+        "UserError",
+        message,
+        {"x-ms-response-type": "error"},
+        details=[],
+        additional_info=info,
+    )
 
 
 def not_found(kind: str, name: str) -> ArmError:

@@ -27,6 +27,8 @@ from local.azureml_emulator.identity import TOKEN_PATH, IdentityRoutes
 from local.azureml_emulator.jobs import JobRoutes
 from local.azureml_emulator.online import OnlineRoutes
 from local.azureml_emulator.operations import OperationRoutes
+from local.azureml_emulator.pipeline import Pipeline
+from local.azureml_emulator.rbac import Rbac
 from local.azureml_emulator.scoring import ScoringRoutes
 from local.azureml_emulator.standin import StandInModel, read_blob_lines
 from local.azureml_emulator.state import Clock, World
@@ -69,31 +71,36 @@ class AzureMLEmulator:
         self.ca_bundle = self.workdir / "tls" / "ca-bundle.pem"
         self.ca_bundle.write_text(Path(certifi.where()).read_text() + "\n" + files.cert.read_text())
         router = Router()
+        # Who calls (tokens from the identity stand-in) and what they may not do.
+        self.rbac = Rbac()
+        dispatcher = Dispatcher(
+            router, self.faults.on_request, self.rbac.authorize, self.faults.on_response
+        )
         self._server: TlsServer = make_server(
-            host, port, Dispatcher(router, self.faults.on_request), str(files.cert), str(files.key)
+            host, port, dispatcher, str(files.cert), str(files.key)
         )
         self.port = int(self._server.server_address[1])
         self.base_url = f"https://{host}:{self.port}"
 
-        self.identity = IdentityRoutes()
+        self.identity = IdentityRoutes(self.rbac)
         # The app's own lifecycle events: an Event Grid custom topic stand-in.
         self.topic = TopicRoutes()
         models: dict[str, StandInModel] = {}
-        self.jobs = JobRoutes(
-            self.world, self.faults, self.events, self._read_data, models, self.base_url
-        )
-        self.online = OnlineRoutes(self.world, self.base_url, self.faults.deployment_failure)
+        pipeline = Pipeline(self.world, self.events, self._read_data, models)
+        self.jobs = JobRoutes(self.world, self.faults, pipeline, self.base_url)
+        self.online = OnlineRoutes(self.world, self.base_url, self.faults.deployment_fault)
         for routes in (
             WorkspaceRoutes(self.world),
             OperationRoutes(self.world),
             self.jobs,
-            HistoryRoutes(self.world),  # run history: a job's RunDetails and error (history.py)
+            HistoryRoutes(self.world),  # run history: runs, child steps, errors (history.py)
             self.online,
             ScoringRoutes(self.world, models, self.faults.scoring_behaviour),
             AdminRoutes(
                 self.world,
                 self.faults,
                 self.events,
+                self.rbac,
                 self.jobs.describe,
                 on_clear_faults=(self.topic.clear_faults,),
             ),

@@ -2,8 +2,12 @@
 
 Route kinds decide what the dispatcher checks before a handler runs:
 
-- ``arm``: the management API. Needs a bearer token (any value) and an
-  ``api-version`` query parameter, like ARM; injected faults apply.
+- ``arm``: the management API. Needs a bearer token and an ``api-version``
+  query parameter, like ARM; RBAC deny rules (``rbac.py``) and injected
+  faults apply.
+- ``history``: run history, a data-plane API the SDK calls with a bearer
+  token but, in older releases, no ``api-version``. Bearer token, RBAC and
+  faults as for ``arm``; no ``api-version`` check.
 - ``scoring``: an endpoint's scoring routes. Key auth is the handler's job;
   injected faults apply.
 - ``admin``: ``/_emulator/...`` routes for tests and demos. No auth, no faults.
@@ -29,7 +33,7 @@ from local.azureml_emulator.arm import ArmError
 
 log = logging.getLogger("azureml_emulator")
 
-RouteKind = Literal["arm", "scoring", "admin"]
+RouteKind = Literal["arm", "history", "scoring", "admin"]
 
 
 @dataclass
@@ -72,6 +76,9 @@ Handler = Callable[[Request], Response]
 # Called before routing for arm and scoring requests: returns a response to
 # answer instead (an injected fault) or None to go on.
 FaultHook = Callable[[RouteKind, Request], Response | None]
+# Called for authenticated (arm, history) requests: raises the 403 ArmError
+# when the caller may not do this, returns otherwise.
+AuthorizeHook = Callable[[Request], None]
 
 
 @dataclass(frozen=True)
@@ -121,21 +128,45 @@ class Router:
 class Dispatcher:
     """Turns a raw request into a response: routing, auth, faults, errors."""
 
-    def __init__(self, router: Router, fault_hook: FaultHook | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        fault_hook: FaultHook | None = None,
+        authorize: AuthorizeHook | None = None,
+        after_hook: FaultHook | None = None,
+    ) -> None:
         self.router = router
         self.fault_hook = fault_hook
+        self.authorize = authorize
+        # Called once a non-admin request was handled: a response replacing its reply.
+        self.after_hook = after_hook
 
     def __call__(self, request: Request) -> Response:
         try:
             route, params = self.router.match(request.method, request.path)
             request.params = params
+            if route.kind in ("arm", "history"):
+                require_bearer(request)
             if route.kind == "arm":
-                self._check_arm(request)
+                self._check_api_version(request)
+            if route.kind in ("arm", "history") and self.authorize is not None:
+                self.authorize(request)
             if route.kind != "admin" and self.fault_hook is not None:
                 injected = self.fault_hook(route.kind, request)
                 if injected is not None:
                     return injected
-            return route.handler(request)
+        except ArmError as err:
+            return Response(err.status, err.body(), dict(err.headers))
+        response = self._handle(route.handler, request)
+        if route.kind != "admin" and self.after_hook is not None:
+            # The request was carried out; an "after" fault loses its reply.
+            return self.after_hook(route.kind, request) or response
+        return response
+
+    @staticmethod
+    def _handle(handler: Handler, request: Request) -> Response:
+        try:
+            return handler(request)
         except ArmError as err:
             return Response(err.status, err.body(), dict(err.headers))
         except Exception as exc:  # a bug in the emulator: say so, loudly
@@ -146,8 +177,7 @@ class Dispatcher:
             )
 
     @staticmethod
-    def _check_arm(request: Request) -> None:
-        require_bearer(request)
+    def _check_api_version(request: Request) -> None:
         if not request.query.get("api-version"):
             raise ArmError(
                 400,
@@ -156,10 +186,17 @@ class Dispatcher:
             )
 
 
+def bearer_token(request: Request) -> str:
+    """The request's bearer token, or "" when it has none."""
+    auth = request.header("Authorization") or ""
+    if not auth.startswith("Bearer "):
+        return ""
+    return auth[len("Bearer ") :].strip()
+
+
 def require_bearer(request: Request) -> None:
     """Like Azure: a request without a bearer token (any value) is 401."""
-    auth = request.header("Authorization") or ""
-    if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
+    if not bearer_token(request):
         raise ArmError(
             401,
             "AuthenticationFailed",

@@ -1,83 +1,78 @@
-"""Fine-tuning jobs: submit, observe, cancel, and their simulated lifecycle.
+"""Fine-tuning jobs: submit, observe, cancel.
 
-A job walks NotStarted -> Queued -> Running -> Completed on the emulated clock
-(``Timings``). On completion the emulator "trains": it reads the training data
-asset's blob and registers the output model named by
-``outputs.registered_model.assetName``, carrying a stand-in model built from
-that data (see ``standin``). Unreadable data fails the job with the reason.
-Injected faults can make a named job fail or stay Running for ever.
+A submitted job runs as a pipeline of child steps (``pipeline.py``); when it
+completes, its stand-in model (built from the training data, see
+``standin``) is registered under ``properties._outputModelName``, which is
+``outputs.registered_model.assetName`` unless a ``model_renamed`` fault says
+otherwise, as Azure's registration step may sanitise or suffix the name.
 
 As on Azure, the ARM job resource carries the status but not why a job failed:
-the failure reason (``Job.error``) is served by run history (``history.py``).
+run history (``history.py``) has the reason, on the failed child step.
+
+A PUT of an existing job name is refused the way the service refuses it: 400
+``UserError`` "A job with this name already exists..." with an
+``Immutable``/``JobPropertyImmutable`` inner error, not 409, so the SDK raises
+a plain ``HttpResponseError`` rather than ``ResourceExistsError``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from local.azureml_emulator import operations
+from local.azureml_emulator import inputs, operations
 from local.azureml_emulator.arm import (
-    ArmError,
     Resource,
     bad_request,
     check_name,
+    mfe_user_error,
     not_found,
     require,
 )
-from local.azureml_emulator.events import EventSink
 from local.azureml_emulator.faults import Faults
 from local.azureml_emulator.http import Request, Response, Router
-from local.azureml_emulator.standin import StandInModel, TrainingDataError, train
+from local.azureml_emulator.pipeline import TASK_TYPES, TERMINAL, Pipeline
 from local.azureml_emulator.state import Job, World
 from local.azureml_emulator.workspace import (
     REGISTRY_MODEL,
     WS,
     parse_asset_ref,
-    register_model,
     workspace_of,
     ws_key,
 )
 
-log = logging.getLogger("azureml_emulator.jobs")
-
-TERMINAL = {"Completed", "Failed", "Canceled"}
-TASK_TYPES = {"textCompletion": "text", "chatCompletion": "chat"}
-
-# Reads a data asset's URI into JSONL lines: the emulator's access to storage.
-DataReader = Callable[[str], list[bytes]]
+DUPLICATE_JOB = (
+    "A job with this name already exists. If you are trying to create a new job, use a "
+    "different name. If you are trying to update an existing job, the existing job's "
+    "Settings, Inputs, Outputs, Jobs, InputBindings, OutputBindings cannot be changed. "
+    "Please include the same Settings, Inputs, Outputs, Jobs, InputBindings, OutputBindings "
+    "as the existing job."
+)
 
 
 class JobRoutes:
-    def __init__(
-        self,
-        world: World,
-        faults: Faults,
-        events: EventSink,
-        read_data: DataReader,
-        models: dict[str, StandInModel],
-        base_url: str,
-    ) -> None:
+    def __init__(self, world: World, faults: Faults, pipeline: Pipeline, base_url: str) -> None:
         self.base_url = base_url
         self.world = world
         self.faults = faults
-        self.events = events
-        self.read_data = read_data
-        # Stand-in models by registered model id (lower-cased), for scoring.
-        self.models = models
+        self.pipeline = pipeline
 
     def register(self, router: Router) -> None:
         router.add("PUT", WS + r"/jobs/(?P<name>[^/]+)", self.put_job)
         router.add("GET", WS + r"/jobs/(?P<name>[^/]+)", self.get_job)
         router.add("POST", WS + r"/jobs/(?P<name>[^/]+)/cancel", self.cancel_job)
 
+    def advance(self) -> None:
+        self.pipeline.advance()
+
     # -- routes ------------------------------------------------------------------
 
     def put_job(self, request: Request) -> Response:
         name = request.params["name"]
         check_name("job", name)
+        key = (ws_key(request), name.lower())
+        with self.world.lock:
+            if key in self.world.jobs:
+                raise mfe_user_error(DUPLICATE_JOB, "Immutable", "JobPropertyImmutable")
         body = request.json()
         props = require(body, "properties")
         if props.get("jobType") != "FineTuning":
@@ -89,25 +84,33 @@ class JobRoutes:
         task = require(body, "properties", "fineTuningDetails", "taskType")
         if task not in TASK_TYPES:
             raise bad_request(f"Unsupported fine-tuning taskType '{task}'.", code="UserError")
-        require(body, "properties", "outputs", "registered_model", "assetName")
-        check_name("output model", props["outputs"]["registered_model"]["assetName"])
-        key = (ws_key(request), name.lower())
+        asset_name = require(body, "properties", "outputs", "registered_model", "assetName")
+        check_name("output model", asset_name)
+        fault = self.faults.job_fault(name)
         with self.world.lock:
             self._check_model(request, require(details, "model", "uri"))
-            self._data_uri(request, require(details, "trainingData", "uri"), "trainingData")
+            inputs.check(
+                self.world, key[0], require(details, "trainingData", "uri"), "trainingData"
+            )
             if details.get("validationData"):
-                self._data_uri(request, require(details, "validationData", "uri"), "validationData")
-            if key in self.world.jobs:
-                raise ArmError(
-                    409,
-                    "UserError",
-                    f"A job named '{name}' already exists in this workspace; job names are unique.",
-                )
+                uri = require(details, "validationData", "uri")
+                inputs.check(self.world, key[0], uri, "validationData")
+            if key in self.world.jobs:  # submitted meanwhile
+                raise mfe_user_error(DUPLICATE_JOB, "Immutable", "JobPropertyImmutable")
             now = self.world.clock.now()
+            model_name = asset_name
+            if fault is not None and fault.outcome == "model_renamed":
+                model_name = fault.model_name
             properties = {
                 **props,
                 "status": "NotStarted",
                 "services": {},
+                "properties": {
+                    **(props.get("properties") or {}),
+                    "azureml.PipelineType": "FineTuning",
+                    "PipelineType": "FineTuning",
+                    "_outputModelName": model_name,
+                },
                 "fineTuningDetails": {"modelProvider": "Custom", **details},
             }
             resource = Resource(
@@ -118,13 +121,18 @@ class JobRoutes:
                 created=now,
             )
             job = Job(resource=resource, status="NotStarted", phase_started=now)
-            fault = self.faults.job_outcome(name)
+            job.model_name = model_name
             if fault is not None:
-                outcome, message = fault
-                job.outcome = "Failed" if outcome == "fail" else ""
-                job.error = message or "Injected failure."
+                if fault.outcome == "fail":
+                    job.outcome, job.error = "Failed", fault.message or "Injected failure."
+                elif fault.outcome == "stuck":
+                    job.outcome = ""
+                elif fault.outcome == "not_responding":
+                    job.not_responding_seconds = fault.seconds
+                elif fault.outcome == "model_late":
+                    job.model_delay_seconds = fault.seconds
             self.world.jobs[key] = job
-            self._event(job)
+            self.pipeline.announce(job)
         return Response(201, resource.envelope())
 
     def get_job(self, request: Request) -> Response:
@@ -140,7 +148,7 @@ class JobRoutes:
             if job.status in TERMINAL:
                 operations.finish(self.world, ("job", job.resource.id.lower()), "Succeeded")
             else:
-                self._set_status(job, "CancelRequested")
+                self.pipeline.set_status(job, "CancelRequested")
         headers = operations.headers(
             self.base_url,
             ws_id,
@@ -150,91 +158,6 @@ class JobRoutes:
             location=True,
         )
         return Response(202, None, headers)
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def advance(self) -> None:
-        """Move every job on as far as the emulated clock allows."""
-        finishing: list[Job] = []
-        with self.world.lock:
-            timings = self.world.timings
-            for job in self.world.jobs.values():
-                waited = self.world.elapsed(job.phase_started)
-                if job.status == "NotStarted" and waited >= timings.job_queue_seconds / 2:
-                    self._set_status(job, "Queued")
-                elif job.status == "Queued" and waited >= timings.job_queue_seconds / 2:
-                    self._set_status(job, "Running")
-                elif job.status == "CancelRequested" and waited >= timings.delete_seconds:
-                    self._set_status(job, "Canceled")
-                elif (
-                    job.status == "Running"
-                    and job.outcome
-                    and not job.finishing
-                    and waited >= timings.job_run_seconds
-                ):
-                    job.finishing = True
-                    finishing.append(job)
-        for job in finishing:
-            # "Training" reads storage: off the ticker, so other lifecycles keep time.
-            threading.Thread(target=self._finish, args=(job,), daemon=True).start()
-
-    def _finish(self, job: Job) -> None:
-        model: StandInModel | None = None
-        if job.outcome == "Completed":
-            details = job.resource.properties["fineTuningDetails"]
-            try:
-                model = train(self.read_data(self._stored_data_uri(job, details)))
-            except TrainingDataError as exc:
-                job.outcome, job.error = "Failed", str(exc)
-        with self.world.lock:
-            if job.status != "Running":  # cancelled meanwhile
-                return
-            if model is not None:
-                ws_id = job.resource.id.rsplit("/jobs/", 1)[0]
-                prefix = job.resource.properties["outputs"]["registered_model"]["assetName"]
-                registered = register_model(
-                    self.world,
-                    ws_id,
-                    prefix,
-                    job.resource.name,
-                    {"task": model.task, "examples": len(model.prompts)},
-                )
-                self.models[registered.id.lower()] = model
-                job.outputs_model = registered.id
-            self._set_status(job, job.outcome)
-
-    def _set_status(self, job: Job, status: str) -> None:
-        if status in TERMINAL:
-            operations.finish(self.world, ("job", job.resource.id.lower()), "Succeeded")
-        job.status = status
-        job.phase_started = self.world.clock.now()
-        job.resource.properties["status"] = status
-        log.info("job %s is %s", job.resource.name, status)
-        self._event(job)
-
-    def _event(self, job: Job) -> None:
-        props = job.resource.properties
-        common: dict[str, Any] = {
-            "workspace_id": job.resource.id.rsplit("/jobs/", 1)[0],
-            "experiment_name": props.get("experimentName") or "Default",
-            "tags": props.get("tags") or {},
-        }
-        self.events.run_event(
-            run_id=job.resource.name,
-            run_type="azureml.PipelineRun",
-            status=job.status,
-            completed=job.status == "Completed",
-            **common,
-        )
-        if job.status == "Running":
-            # Fine-tuning runs as a pipeline: its steps raise events of their own.
-            self.events.run_event(
-                run_id=f"{job.resource.name}_finetune_step",
-                run_type="azureml.StepRun",
-                status="Running",
-                completed=False,
-                **{**common, "tags": {}},
-            )
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -254,28 +177,6 @@ class JobRoutes:
         if (ws_key(request), ref[0].lower(), ref[1]) not in self.world.models:
             raise not_found("Model", f"{ref[0]}:{ref[1]}")
 
-    def _data_uri(self, request: Request, uri: str, field: str) -> str:
-        ref = parse_asset_ref(uri)
-        if ref is None:
-            raise bad_request(f"{field} '{uri}' is not a data asset reference.", code="UserError")
-        resource = self.world.data.get((ws_key(request), ref[0].lower(), ref[1]))
-        if resource is None:
-            raise ArmError(
-                404,
-                "ResourceNotFound",
-                f"{field} refers to data asset {ref[0]}:{ref[1]}, which does not exist.",
-            )
-        return str(resource.properties["dataUri"])
-
-    def _stored_data_uri(self, job: Job, details: dict[str, Any]) -> str:
-        ref = parse_asset_ref(details["trainingData"]["uri"])
-        ws_id = job.resource.id.rsplit("/jobs/", 1)[0].lower()
-        with self.world.lock:
-            resource = self.world.data.get((ws_id, ref[0].lower(), ref[1])) if ref else None
-        if resource is None:
-            raise TrainingDataError("the training data asset no longer exists")
-        return str(resource.properties["dataUri"])
-
     def describe(self) -> list[dict[str, Any]]:
         with self.world.lock:
             return [
@@ -283,10 +184,16 @@ class JobRoutes:
                     "name": job.resource.name,
                     "status": job.status,
                     "error": job.error if job.status == "Failed" else "",
+                    "failedStep": job.failed_step,
                     "model": job.outputs_model,
+                    "outputModelName": job.model_name,
                     "experiment": job.resource.properties.get("experimentName"),
                     "tags": job.resource.properties.get("tags") or {},
                     "fineTuningDetails": job.resource.properties["fineTuningDetails"],
+                    "children": [
+                        {"name": c.name, "step": c.step, "status": c.status, "error": c.error}
+                        for c in job.children
+                    ],
                 }
                 for job in self.world.jobs.values()
             ]

@@ -9,28 +9,40 @@ Rules enforced as the service does: names (3-32 letters, digits, hyphens,
 starting with a letter), a deployment needs a Succeeded endpoint and an
 existing model, traffic names existing Succeeded deployments and sums to 0 or
 100, a deployment still taking traffic cannot be deleted.
+
+Endpoint names are unique per Azure region, across every subscription; the
+emulator is one region, so a name held by an endpoint in another workspace, or
+reserved through the admin API as if another customer held it, is refused with
+the service's synchronous 400 ``UserError``. Deployment quota is checked
+synchronously too: an injected quota fault refuses the PUT with the nested
+``InferencingClientCreateDeploymentFailed`` body Azure answers, and nothing is
+created.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from local.azureml_emulator import operations
 from local.azureml_emulator.arm import (
     ENDPOINT_NAME,
+    LOCATION,
     ArmError,
     Resource,
     bad_request,
     check_name,
+    mfe_user_error,
     not_found,
     require,
 )
+from local.azureml_emulator.faults import DeploymentFault
 from local.azureml_emulator.http import Request, Response, Router
 from local.azureml_emulator.state import Deployment, Endpoint, World
 from local.azureml_emulator.workspace import (
-    LOCATION,
     REGISTRY_MODEL,
     WS,
     parse_asset_ref,
@@ -43,11 +55,16 @@ DEPLOYMENT = ENDPOINT + r"/deployments/(?P<deployment>[^/]+)"
 
 
 class OnlineRoutes:
-    def __init__(self, world: World, base_url: str, deployment_failure: Any) -> None:
+    def __init__(
+        self,
+        world: World,
+        base_url: str,
+        deployment_fault: Callable[[str], DeploymentFault | None],
+    ) -> None:
         self.world = world
         self.base_url = base_url.rstrip("/")
-        # Callable[[str], str | None]: injected provisioning failure for a deployment name.
-        self.deployment_failure = deployment_failure
+        # The injected fault for a deployment name: quota refusal or provisioning failure.
+        self.deployment_fault = deployment_fault
 
     def register(self, router: Router) -> None:
         router.add("PUT", ENDPOINT, self.put_endpoint)
@@ -75,6 +92,8 @@ class OnlineRoutes:
         with self.world.lock:
             endpoint = self.world.endpoints.get(key)
             traffic = props.get("traffic") or {}
+            if endpoint is None:
+                self._check_name_available(key, name)
             if endpoint is not None and endpoint.deleting:
                 raise ArmError(409, "Conflict", f"Endpoint '{name}' is being deleted.")
             if endpoint is not None:
@@ -171,7 +190,8 @@ class OnlineRoutes:
         body = request.json()
         props = require(body, "properties")
         model = str(require(body, "properties", "model"))
-        require(body, "properties", "instanceType")
+        instance_type = str(require(body, "properties", "instanceType"))
+        fault = self.deployment_fault(name)
         with self.world.lock:
             endpoint = self._endpoint(request)
             if endpoint.deleting or endpoint.resource.properties["provisioningState"] not in {
@@ -186,6 +206,8 @@ class OnlineRoutes:
                     "created once it has Succeeded.",
                 )
             self._check_model(ws.id.lower(), model)
+            if fault is not None and fault.quota:
+                raise quota_error(instance_type, ws.subscription, fault.message)
             key = (ws.id.lower(), endpoint.resource.name.lower(), name.lower())
             existing = self.world.deployments.get(key)
             if existing is not None and existing.deleting:
@@ -219,7 +241,7 @@ class OnlineRoutes:
                 endpoint=endpoint.resource.name,
                 phase_started=self.world.clock.now(),
                 model_id=model,
-                fail_reason=self.deployment_failure(name) or "",
+                fail_reason=fault.message if fault is not None else "",
             )
             self.world.deployments[key] = deployment
             operation = operations.start(self.world, ("deployment", *key), "create")
@@ -316,6 +338,15 @@ class OnlineRoutes:
             raise not_found("Online endpoint", request.params["endpoint"])
         return endpoint
 
+    def _check_name_available(self, key: tuple[str, str], name: str) -> None:
+        """Endpoint names are regional: refuse one held elsewhere or reserved."""
+        held = any(n == key[1] and w != key[0] for (w, n) in self.world.endpoints)
+        if held or key[1] in self.world.reserved_endpoint_names:
+            raise mfe_user_error(
+                f"The specified endpoint name '{name}' is not available. "
+                "Endpoint names must be unique within the region."
+            )
+
     def _deployment(self, request: Request) -> Deployment:
         key = (
             ws_key(request),
@@ -355,3 +386,36 @@ class OnlineRoutes:
             raise bad_request(
                 f"Traffic weights must sum to 100 (or all be 0); they sum to {total}."
             )
+
+
+def quota_error(instance_type: str, subscription: str, sentence: str = "") -> ArmError:
+    """The synchronous 400 Azure answers a deployment PUT that exceeds quota.
+
+    The reason sits only in ``details[0].message``, as an inference-service
+    exception wrapping an RFC 9110 validation problem (MicrosoftLearning
+    mslearn-azure-ml issue #30); the top-level message is generic.
+    """
+    reason = sentence or (
+        f"Not enough quota available for {instance_type} in SubscriptionId {subscription}. "
+        "Current usage/limit: 0/0. Additional needed: 24 Please see troubleshooting guide, "
+        "available here: https://aka.ms/oe-tsg#error-outofquota"
+    )
+    problem = {
+        "errors": {"VmSize": [reason]},
+        "type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+    }
+    code = "InferencingClientCreateDeploymentFailed"
+    return ArmError(
+        400,
+        "BadRequest",
+        "The request is invalid.",
+        details=[
+            {
+                "code": code,
+                "message": f"InferencingClient HttpRequestException for {code}: "
+                + json.dumps(problem, separators=(",", ":")),
+            }
+        ],
+    )

@@ -1,15 +1,32 @@
 """Scoring routes of online endpoints, answering with the deployed stand-in model.
 
-``POST /online/{endpoint}/completions`` (also ``/v1/completions``, ``/score``)
-and ``/v1/chat/completions`` answer OpenAI-shaped JSON. Key auth uses the
-endpoint's keys (``Authorization: Bearer <key>``). A request goes to the
-deployment named in ``azureml-model-deployment`` (any traffic share, 0%
-included), otherwise to one picked by the endpoint's traffic weights.
-Token counts in ``usage`` are word counts: the stand-in has no tokenizer.
+Which routes a deployment serves depends on the inference container Azure puts
+in front of the model; the emulator serves one of two contracts per deployment
+(``POST /_emulator/scoring-contract``, default ``openai``):
+
+- ``openai`` (a vLLM-style container): ``POST /online/{endpoint}/completions``
+  and ``/v1/completions`` take ``{"prompt", "max_tokens", ...}``,
+  ``/v1/chat/completions`` takes ``{"messages", ...}``; answers are
+  OpenAI-shaped with ``usage`` (word counts: the stand-in has no tokenizer).
+- ``mlflow`` (the catalog model card's contract): only ``/score``, taking
+  ``{"input_data": {"input_string": [...], "parameters": {"max_new_tokens": N}}}``.
+  A list of prompt strings answers ``[{"0": text}, ...]``, one per prompt; a
+  list of ``{"role", "content"}`` messages (chat) answers ``{"output": text}``.
+  No ``usage``.
+
+A route the deployment's contract does not serve answers 404
+``{"error": {"code": "NotFound", "message": "route /completions is not served
+by this deployment"}}``. Malformed bodies answer 400 saying what is wrong.
+
+Key auth uses the endpoint's keys (``Authorization: Bearer <key>``). A request
+goes to the deployment named in ``azureml-model-deployment`` (any traffic
+share, 0% included), otherwise to one picked by the endpoint's traffic
+weights. Injected scoring faults (500, empty text) apply to both contracts.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import time
 import uuid
@@ -22,6 +39,11 @@ from local.azureml_emulator.standin import StandInModel
 from local.azureml_emulator.state import Deployment, World
 
 BASE_MODEL_ANSWER = "(base model: this deployment serves a model the emulator did not train)"
+CONTRACTS = ("openai", "mlflow")
+ROUTES = {
+    "openai": ("/completions", "/v1/completions", "/v1/chat/completions"),
+    "mlflow": ("/score",),
+}
 
 
 class ScoringRoutes:
@@ -38,9 +60,10 @@ class ScoringRoutes:
 
     def register(self, router: Router) -> None:
         base = r"/online/(?P<endpoint>[^/]+)"
-        for route in (r"/score", r"/completions", r"/v1/completions"):
+        for route in (r"/completions", r"/v1/completions"):
             router.add("POST", base + route, self.completions, kind="scoring")
         router.add("POST", base + r"/v1/chat/completions", self.chat, kind="scoring")
+        router.add("POST", base + r"/score", self.score, kind="scoring")
 
     def completions(self, request: Request) -> Response:
         deployment, model = self._route(request)
@@ -50,7 +73,7 @@ class ScoringRoutes:
             prompt = prompt[0]
         if not isinstance(prompt, str) or not prompt:
             raise _scoring_error(400, "'prompt' must be a non-empty string.")
-        text, finish = self._answer(deployment, model, prompt, body)
+        text, finish = self._answer(deployment, model, prompt, body.get("max_tokens"))
         choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         return self._reply(deployment, "text_completion", prompt, text, choice)
 
@@ -60,12 +83,8 @@ class ScoringRoutes:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _scoring_error(400, "'messages' must be a non-empty list.")
-        prompt = "\n".join(
-            str(m.get("content", ""))
-            for m in messages
-            if isinstance(m, dict) and m.get("role") != "system"
-        )
-        text, finish = self._answer(deployment, model, prompt, body)
+        prompt = _chat_prompt(messages)
+        text, finish = self._answer(deployment, model, prompt, body.get("max_tokens"))
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": text},
@@ -73,9 +92,55 @@ class ScoringRoutes:
         }
         return self._reply(deployment, "chat.completion", prompt, text, choice)
 
+    def score(self, request: Request) -> Response:
+        """The MLflow contract: ``input_data.input_string`` in, ``[{"0": ...}]`` out."""
+        deployment, model = self._route(request)
+        body = _json_object(request)
+        input_data = body.get("input_data")
+        if not isinstance(input_data, dict):
+            raise _scoring_error(
+                400,
+                "'input_data' must be an object holding 'input_string' (a list of prompts, "
+                "or of chat messages) and optionally 'parameters'.",
+            )
+        strings = input_data.get("input_string")
+        parameters = input_data.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise _scoring_error(400, "'input_data.parameters' must be an object.")
+        max_new = parameters.get("max_new_tokens")
+        if not isinstance(strings, list) or not strings:
+            raise _scoring_error(400, "'input_data.input_string' must be a non-empty list.")
+        if all(isinstance(s, str) and s for s in strings):
+            answers = [self._answer(deployment, model, s, max_new)[0] for s in strings]
+            return self._mlflow_reply(deployment, [{"0": text} for text in answers])
+        if all(_is_message(m) for m in strings):
+            text, _ = self._answer(deployment, model, _chat_prompt(strings), max_new)
+            return self._mlflow_reply(deployment, {"output": text})
+        raise _scoring_error(
+            400,
+            "'input_data.input_string' must hold only non-empty prompt strings, or only chat "
+            "messages ({'role': ..., 'content': <string>}).",
+        )
+
     # -- helpers -----------------------------------------------------------------------
 
     def _route(self, request: Request) -> tuple[Deployment, StandInModel | None]:
+        deployment, model = self._deployment(request)
+        contract = self.contract_of(deployment.resource.name)
+        route = "/" + request.path.rstrip("/").split("/online/", 1)[1].split("/", 1)[1]
+        if route.lower() not in ROUTES[contract]:
+            raise ArmError(404, "NotFound", f"route {route} is not served by this deployment")
+        return deployment, model
+
+    def contract_of(self, deployment: str) -> str:
+        with self.world.lock:
+            # The glob set last wins, so a specific rule can follow a broad one.
+            for pattern, contract in reversed(self.world.scoring_contracts.items()):
+                if fnmatch.fnmatchcase(deployment.lower(), pattern.lower()):
+                    return contract
+        return "openai"
+
+    def _deployment(self, request: Request) -> tuple[Deployment, StandInModel | None]:
         name = request.params["endpoint"].lower()
         with self.world.lock:
             found = [e for (_, n), e in self.world.endpoints.items() if n == name]
@@ -123,7 +188,7 @@ class ScoringRoutes:
         deployment: Deployment,
         model: StandInModel | None,
         prompt: str,
-        body: dict[str, Any],
+        max_tokens: Any,
     ) -> tuple[str, str]:
         fault = self.scoring_fault(deployment.resource.name)
         if fault and fault.get("status"):
@@ -131,7 +196,6 @@ class ScoringRoutes:
         if fault and fault.get("empty"):
             return "", "stop"
         text = model.answer(prompt) if model is not None else BASE_MODEL_ANSWER
-        max_tokens = body.get("max_tokens")
         words = text.split()
         if isinstance(max_tokens, int) and 0 < max_tokens < len(words):
             return " ".join(words[:max_tokens]), "length"
@@ -154,6 +218,27 @@ class ScoringRoutes:
             },
         }
         return Response(200, body, {"azureml-model-deployment": deployment.resource.name})
+
+    @staticmethod
+    def _mlflow_reply(deployment: Deployment, body: Any) -> Response:
+        return Response(200, body, {"azureml-model-deployment": deployment.resource.name})
+
+
+def _is_message(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("role"), str)
+        and isinstance(value.get("content"), str)
+    )
+
+
+def _chat_prompt(messages: list[Any]) -> str:
+    """What the stand-in matches a chat on: the non-system turns."""
+    return "\n".join(
+        str(m.get("content", ""))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") != "system"
+    )
 
 
 def _json_object(request: Request) -> dict[str, Any]:

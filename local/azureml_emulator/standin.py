@@ -5,6 +5,10 @@ chat format), keeps its (prompt, completion) pairs, and answers a prompt with
 the completion of the most similar training prompt (cosine similarity of word
 counts). So scoring answers honestly depend on what the job was given, and a
 deployment of a model trained on other data answers differently.
+
+A job whose data the emulator cannot reach (a datastore with no mapping, a
+``wasbs://`` or ``abfss://`` path) still completes, as it would on Azure, but
+its stand-in learned nothing: it answers every prompt with a note saying so.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ class StandInModel:
     prompts: tuple[str, ...]
     completions: tuple[str, ...]
     truncated: bool = False
+    note: str = ""  # the answer of a model that learned nothing, and why
 
     def answer(self, prompt: str) -> str:
         """The completion of the training example whose prompt is most like ``prompt``."""
+        if not self.prompts:
+            return self.note
         query = _vector(prompt)
         best, best_score = 0, -1.0
         for index, candidate in enumerate(self.prompts):
@@ -105,6 +112,12 @@ def train(lines: Iterable[bytes]) -> StandInModel:
         completions=tuple(completions),
         truncated=truncated,
     )
+
+
+def untrained(task: str, reason: str) -> StandInModel:
+    """The stand-in of a job whose training data the emulator could not reach."""
+    note = f"(untrained stand-in: {reason})"
+    return StandInModel(task=task, prompts=(), completions=(), note=note)
 
 
 def read_blob_lines(url: str, account_key: str) -> list[bytes]:

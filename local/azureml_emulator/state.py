@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from local.azureml_emulator.arm import Resource
+from local.azureml_emulator.standin import StandInModel
 
 
 class Clock:
@@ -61,16 +62,41 @@ class Timings:
 
 
 @dataclass
+class ChildRun:
+    """One step of a fine-tuning pipeline, as run history shows it."""
+
+    step: str  # "model_import", "data_import", "finetune", "register_model"
+    name: str  # its run id: "<job>_<step>_step"
+    status: str
+    created: dt.datetime
+    ended: dt.datetime | None = None
+    error: str = ""
+
+
+@dataclass
 class Job:
     resource: Resource
     status: str
     phase_started: dt.datetime
     # The status the job is heading for and its error, decided at submit time by
-    # injected faults: "Completed", "Failed" or "" (stuck in Running).
+    # injected faults: "Completed", "Failed" or "" (stuck in Running). ``error``
+    # is the root cause, which run history shows on the failed child step only.
     outcome: str = "Completed"
     error: str = ""
-    outputs_model: str = ""  # registered output model id once Completed
-    finishing: bool = False  # "training" in progress on a worker thread
+    failed_step: str = ""
+    outputs_model: str = ""  # registered output model id once registered
+    model_name: str = ""  # the name the pipeline registers the model under
+    model_delay_seconds: float = 0.0  # model_late: registration lags Completed
+    model_due: dt.datetime | None = None  # when a late model gets registered
+    not_responding_seconds: float = 0.0  # not_responding: length of the gap
+    responded: bool = False  # the NotResponding gap is over
+    # Pipeline progress: "" (not started), "data_import", "finetune", "done".
+    stage: str = ""
+    stage_started: dt.datetime | None = None
+    data_ready: bool = False  # the data import (reading storage) has finished
+    data_error: str = ""  # why the data import failed, if it did
+    trained: StandInModel | None = None
+    children: list[ChildRun] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +144,12 @@ class World:
         self.deployments: dict[tuple[str, str, str], Deployment] = {}
         self.operations: dict[str, Operation] = {}
         self.request_counts: dict[str, int] = {}
+        # Endpoint names held by "other customers" in this region (lower-cased).
+        self.reserved_endpoint_names: set[str] = set()
+        # Deployment-name glob -> scoring contract ("openai" or "mlflow").
+        self.scoring_contracts: dict[str, str] = {}
+        # Datastore name (lower-cased) -> blob container URL it stands for.
+        self.datastores: dict[str, str] = {}
 
     def elapsed(self, since: dt.datetime) -> float:
         return (self.clock.now() - since).total_seconds()

@@ -1,7 +1,8 @@
 """Workspace-level routes: the workspace itself, its discovery document, data assets and models.
 
-Data assets are references only (``dataUri``): registering one never touches
-storage, exactly like Azure for a ``uri_file`` path on a blob URL. Models are
+Data assets are references only (``dataUri``: ``https://``, ``wasbs://``,
+``abfss://`` or ``azureml://`` paths): registering one never touches storage,
+exactly like Azure for a ``uri_file`` path on a blob URL. Models are
 only ever created by the emulator itself, when a fine-tuning job completes.
 
 The workspace's ``discoveryUrl`` is how the SDK finds the workspace's data-plane
@@ -17,6 +18,7 @@ import re
 from typing import Any
 
 from local.azureml_emulator.arm import (
+    LOCATION,
     Resource,
     Workspace,
     bad_request,
@@ -32,7 +34,6 @@ WS = (
     r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
 )
 DATA_TYPES = {"uri_file", "uri_folder", "mltable"}
-LOCATION = "eastus2"
 DISCOVERY_PATH = "/discovery"
 # The keys of Azure's discovery document (azure.ai.ml.constants.WorkspaceDiscoveryUrlKey).
 DISCOVERY_SERVICES = (
@@ -136,7 +137,10 @@ class WorkspaceRoutes:
         data_type = require(body, "properties", "dataType")
         if data_type not in DATA_TYPES:
             raise bad_request(f"Unsupported dataType '{data_type}'.", code="UserError")
-        if not isinstance(data_uri, str) or not re.match(r"^(https?|azureml)://", data_uri):
+        # Storage URLs (https, and wasbs/abfss as Azure accepts them) or azureml:// paths.
+        if not isinstance(data_uri, str) or not re.match(
+            r"^(https?|azureml|wasbs?|abfss?)://", data_uri, re.IGNORECASE
+        ):
             raise bad_request(
                 f"dataUri '{data_uri}' is not a storage URL or azureml:// path.", code="UserError"
             )

@@ -615,6 +615,33 @@ def test_server_error_surfaces_503(
     assert ml_client.data.get(name=name, version="1").name == name
 
 
+def test_an_after_fault_loses_the_reply_of_a_request_carried_out(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, container: ContainerClient
+) -> None:
+    name = unique("data")
+    url = upload_jsonl(container, "t.jsonl", CAPITALS_EN)
+    emulator_admin.fault_requests(rf"^PUT /.*/data/{name}/", status=503, count=1, after=True)
+
+    with pytest.raises(HttpResponseError) as lost:
+        register_data(ml_client, name, url)
+
+    assert lost.value.status_code == 503
+    assert ml_client.data.get(name=name, version="1").path == url  # it happened all the same
+
+
+def test_a_request_fault_can_match_the_query(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, container: ContainerClient
+) -> None:
+    name = unique("data")
+    register_data(ml_client, name, upload_jsonl(container, "t.jsonl", CAPITALS_EN))
+    emulator_admin.fault_requests(rf"^GET /.*/data/{name}/versions/1[?]api-version=", status=503)
+
+    with pytest.raises(HttpResponseError) as unavailable:
+        ml_client.data.get(name=name, version="1")
+
+    assert unavailable.value.status_code == 503
+
+
 def test_latency_fault_delays_the_call(
     ml_client: MLClient, emulator_admin: EmulatorAdmin, container: ContainerClient
 ) -> None:

@@ -4,13 +4,20 @@ The ARM job resource (``ml_client.jobs.get``) carries a job's status but no
 error text. Azure ML keeps the error in run history, which azure-ai-ml 1.35
 reads with ``ml_client.jobs._runs_operations.get_run_details(name)`` (private:
 ``JobOperations._runs_operations`` is the run-history client the public
-``jobs.stream`` uses). The SDK finds run history through the workspace's
-discovery document, not through ``AZUREML_DEV_URL_MFE``; these tests check the
-whole chain against the emulator, with the environment as the only setup:
+``jobs.stream`` uses). A fine-tuning job is a pipeline: the parent run's error
+only says "User errors were found in at least one of the child runs."; the
+reason is on the failed child step, which the public
+``ml_client.jobs.list(parent_job_name=name)`` lists (with statuses) and whose
+run details carry the message. The SDK finds run history through the
+workspace's discovery document, not through ``AZUREML_DEV_URL_MFE``; these
+tests check the whole chain against the emulator, with the environment as the
+only setup:
 
-    GET {ARM}/workspaces/{ws}                      -> properties.discoveryUrl
-    GET {discoveryUrl}  (anonymous)                -> {"api": ..., ...}
-    GET {api}/history/v1.0/.../runs/{name}/details -> RunDetails (error.error.message)
+    GET {ARM}/workspaces/{ws}                       -> properties.discoveryUrl
+    GET {discoveryUrl}  (anonymous)                 -> {"api": ..., ...}
+    GET {api}/history/v1.0/.../runs/{name}/details  -> RunDetails (error.error.message)
+    GET {ARM}/workspaces/{ws}/jobs/{name}           -> (jobs.list checks the parent)
+    GET {api}/history/v1.0/.../runs/{name}/children -> PaginatedRunList of child Runs
 """
 
 from __future__ import annotations
@@ -43,13 +50,23 @@ TRAINING = [
     {"prompt": "What is the capital of Japan?", "completion": "Tokyo."},
 ]
 INJECTED = "CUDA out of memory: tried to allocate 2.00 GiB (injected)"
+CHILD_FAILED = "User errors were found in at least one of the child runs."
+STEPS = ("model_import", "data_import", "finetune", "register_model")
 
 
-def job_error(ml_client: MLClient, name: str) -> str:
-    """The call the app's adapter makes: a job's error message, or "" if it has none."""
-    details = ml_client.jobs._runs_operations.get_run_details(name)
+def run_error(ml_client: MLClient, run_id: str) -> str:
+    """A run's error message from run history, or "" if it has none."""
+    details = ml_client.jobs._runs_operations.get_run_details(run_id)
     root = details.error.error if details.error else None
     return str(root.message or "") if root else ""
+
+
+def failed_step_error(ml_client: MLClient, name: str) -> str:
+    """What an adapter does for the real reason: the failed child step's error."""
+    for child in ml_client.jobs.list(parent_job_name=name):
+        if child is not None and child.status == "Failed":
+            return run_error(ml_client, child.name)
+    return ""
 
 
 @pytest.fixture
@@ -102,11 +119,11 @@ def test_failed_job_error_message_comes_back(
     assert details.error is not None
     assert details.error.error is not None
     assert details.error.error.code == "UserError"
-    assert details.error.error.message == INJECTED
+    assert details.error.error.message == CHILD_FAILED  # the pipeline's generic error
     assert details.end_time_utc is not None
     assert details.created_time_utc is not None
     assert details.end_time_utc >= details.created_time_utc
-    assert job_error(ml_client, name) == INJECTED
+    assert failed_step_error(ml_client, name) == INJECTED
 
 
 def test_unusable_training_data_fails_with_the_reason(
@@ -118,11 +135,13 @@ def test_unusable_training_data_fails_with_the_reason(
     submit(ml_client, name, str(data.id))
 
     job, _ = wait_for_job(ml_client, name)
-    message = job_error(ml_client, name)
+    message = failed_step_error(ml_client, name)
 
     assert status_of(job) == "Failed"
+    assert run_error(ml_client, name) == CHILD_FAILED
     [described] = [j for j in emulator_admin.state()["jobs"] if j["name"] == name]
     assert described["error"]
+    assert described["failedStep"] == "data_import"  # reading the data is that step's job
     assert message == described["error"]
 
 
@@ -136,7 +155,8 @@ def test_completed_job_has_no_error(ml_client: MLClient, training_data: str) -> 
     assert status_of(job) == "Completed"
     assert details.status == "Completed"
     assert details.error is None
-    assert job_error(ml_client, name) == ""
+    assert run_error(ml_client, name) == ""
+    assert failed_step_error(ml_client, name) == ""
 
 
 def test_running_job_has_no_error_yet(
@@ -154,7 +174,7 @@ def test_running_job_has_no_error_yet(
 
         assert details.error is None
         assert details.end_time_utc is None
-        assert job_error(ml_client, name) == ""
+        assert run_error(ml_client, name) == ""
     finally:
         ml_client.jobs.begin_cancel(name).result()
 
@@ -164,6 +184,81 @@ def test_unknown_job_is_not_found(ml_client: MLClient) -> None:
         ml_client.jobs._runs_operations.get_run_details(unique("missing"))
 
     assert missing.value.status_code == 404
+
+
+# --- the pipeline's child steps ----------------------------------------------------------------
+
+
+def test_children_list_the_steps_and_the_failed_one_has_the_reason(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, training_data: str
+) -> None:
+    name = unique("job")
+    emulator_admin.fault_job(name, "fail", INJECTED)
+    submit(ml_client, name, training_data)
+    wait_for_job(ml_client, name)
+
+    children = list(ml_client.jobs.list(parent_job_name=name))
+    statuses = {child.display_name: child.status for child in children}
+    [failed] = [child for child in children if child.status == "Failed"]
+    failed_details = ml_client.jobs._runs_operations.get_run_details(failed.name)
+    parent_details = ml_client.jobs._runs_operations.get_run_details(name)
+
+    # The register step never ran: the fine-tune step failed first.
+    assert statuses == {
+        "model_import": "Completed",
+        "data_import": "Completed",
+        "finetune": "Failed",
+    }
+    assert failed.name == f"{name}_finetune_step"
+    assert failed_details.parent_run_id == name
+    assert failed_details.error.error.code == "UserError"
+    assert failed_details.error.error.message == INJECTED
+    assert ml_client.jobs._runs_operations.get_run(failed.name).error.error.message == INJECTED
+    assert parent_details.error.error.message == CHILD_FAILED
+
+
+def test_a_completed_job_lists_every_step_completed(
+    ml_client: MLClient, training_data: str
+) -> None:
+    name = unique("job")
+    submit(ml_client, name, training_data)
+    wait_for_job(ml_client, name)
+
+    children = list(ml_client.jobs.list(parent_job_name=name))
+
+    assert [c.name for c in children] == [f"{name}_{step}_step" for step in STEPS]
+    assert {c.status for c in children} == {"Completed"}
+    for child in children:
+        details = ml_client.jobs._runs_operations.get_run_details(child.name)
+        assert details.error is None
+        assert details.root_run_id == name
+
+
+def test_child_steps_raise_their_own_events(
+    ml_client: MLClient, emulator_admin: EmulatorAdmin, training_data: str
+) -> None:
+    name = unique("job")
+    emulator_admin.fault_job(name, "fail", INJECTED)
+    submit(ml_client, name, training_data)
+    wait_for_job(ml_client, name)
+
+    events = [e for e in emulator_admin.events() if e["data"]["runId"].startswith(name)]
+    step_events = {
+        (e["data"]["runId"], e["data"]["runStatus"])
+        for e in events
+        if e["data"].get("runStatus") and e["data"]["runType"] == "azureml.StepRun"
+    }
+
+    assert (f"{name}_finetune_step", "Running") in step_events
+    assert (f"{name}_finetune_step", "Failed") in step_events
+    assert (f"{name}_data_import_step", "Completed") in step_events
+    parent = [e["data"]["runStatus"] for e in events if e["data"]["runId"] == name]
+    assert parent[-1] == "Failed"
+
+
+def test_children_of_an_unknown_job_are_not_found(ml_client: MLClient) -> None:
+    with pytest.raises(ResourceNotFoundError):
+        list(ml_client.jobs.list(parent_job_name=unique("missing")))
 
 
 # --- the public fallback ----------------------------------------------------------------------
@@ -186,8 +281,9 @@ def test_public_stream_raises_the_failed_jobs_error(
         ml_client.jobs.stream(failed)
     streamed = ml_client.jobs.stream(completed)
 
-    # The message is the run's error dumped as JSON: usable, but only by parsing text.
-    assert INJECTED in raised.value.message
+    # The message is the parent run's error dumped as JSON: a pipeline's is generic.
+    assert CHILD_FAILED in raised.value.message
+    assert INJECTED not in raised.value.message
     assert '"code": "UserError"' in raised.value.message
     assert streamed is None
     assert f"RunId: {completed}" in capsys.readouterr().out

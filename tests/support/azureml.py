@@ -1,7 +1,8 @@
 """Test-side helpers for the Azure ML emulator: a credential, the admin client, polling.
 
 The credential is what the real ``MLClient`` needs to build its bearer-token
-policy; the emulator accepts any token. ``EmulatorAdmin`` wraps the emulator's
+policy; the emulator accepts any token, unless an RBAC deny rule names its
+text (``EmulatorAdmin.deny``). ``EmulatorAdmin`` wraps the emulator's
 ``/_emulator/...`` routes (see ``local/azureml_emulator/admin.py``) so tests
 read as "inject this fault", "show me the events". ``wait_until`` is the only
 way tests wait: poll with a deadline, never sleep and hope.
@@ -81,9 +82,14 @@ class EmulatorAdmin:
         retry_after: int | None = None,
         latency_ms: int = 0,
         kinds: list[str] | None = None,
+        after: bool = False,
     ) -> Any:
-        """Fail (``status``) and/or delay (``latency_ms``) requests matching ``METHOD /path``."""
+        """Fail (``status``) and/or delay (``latency_ms``) requests matching ``METHOD /path``
+        (or ``METHOD /path?query``). ``after=True`` carries the request out and replaces
+        only its reply: a lost response."""
         body: dict[str, Any] = {"route": route, "status": status, "latency_ms": latency_ms}
+        if after:
+            body["after"] = True
         optional = {
             "count": count,
             "fraction": fraction,
@@ -93,15 +99,40 @@ class EmulatorAdmin:
         body.update({key: value for key, value in optional.items() if value is not None})
         return self._call("POST", "faults/requests", body)
 
-    def fault_job(self, name: str, outcome: str = "fail", message: str = "") -> Any:
-        """Make jobs matching ``name`` (a glob) fail or stay Running (``outcome="stuck"``)."""
-        return self._call(
-            "POST", "faults/jobs", {"name": name, "outcome": outcome, "message": message}
-        )
+    def fault_job(
+        self,
+        name: str,
+        outcome: str = "fail",
+        message: str = "",
+        *,
+        seconds: float | None = None,
+        model_name: str | None = None,
+    ) -> Any:
+        """Decide what happens to jobs matching ``name`` (a glob).
 
-    def fault_deployment(self, name: str, message: str = "") -> Any:
-        """Make provisioning of deployments matching ``name`` fail."""
-        return self._call("POST", "faults/deployments", {"name": name, "message": message})
+        ``outcome``: ``"fail"`` (the fine-tune step fails with ``message``),
+        ``"stuck"`` (Running for ever), ``"not_responding"`` (NotResponding for
+        ``seconds`` emulated seconds, then Running, then Completed),
+        ``"model_late"`` (Completed, model registered ``seconds`` later) or
+        ``"model_renamed"`` (model registered as ``model_name``).
+        """
+        body: dict[str, Any] = {"name": name, "outcome": outcome, "message": message}
+        if seconds is not None:
+            body["seconds"] = seconds
+        if model_name is not None:
+            body["model_name"] = model_name
+        return self._call("POST", "faults/jobs", body)
+
+    def fault_deployment(self, name: str, message: str = "", *, quota: bool = False) -> Any:
+        """Make provisioning of deployments matching ``name`` fail.
+
+        With ``quota=True`` their PUT is refused at once with Azure's quota 400
+        (``message``, if given, replaces the quota sentence) and nothing is created.
+        """
+        body: dict[str, Any] = {"name": name, "message": message}
+        if quota:
+            body["quota"] = True
+        return self._call("POST", "faults/deployments", body)
 
     def fault_scoring(self, name: str, *, status: int | None = None, empty: bool = False) -> Any:
         """Make deployments matching ``name`` answer scoring with ``status`` or empty text."""
@@ -113,7 +144,42 @@ class EmulatorAdmin:
         return self._call("POST", "faults/scoring", body)
 
     def clear_faults(self) -> Any:
+        """Clear faults, RBAC deny rules and scoring contracts (not names or datastores)."""
         return self._call("DELETE", "faults")
+
+    # -- region, RBAC and container behaviour --
+
+    def reserve_endpoint_name(self, name: str) -> Any:
+        """Hold an endpoint name as if another customer in the region had it."""
+        return self._call("POST", "endpoint-names", {"name": name})
+
+    def free_endpoint_names(self) -> Any:
+        """Release every reserved endpoint name."""
+        return self._call("DELETE", "endpoint-names")
+
+    def deny(self, principal: str, actions: str = "*") -> Any:
+        """Deny ``principal`` (client id, object id, static token text, or ``*``) the
+        ARM actions matching the glob ``actions``: such calls answer 403."""
+        return self._call("POST", "rbac", {"principal": principal, "actions": actions})
+
+    def clear_rbac(self) -> Any:
+        return self._call("DELETE", "rbac")
+
+    def rbac(self) -> dict[str, Any]:
+        """Deny rules and the system-assigned identity's ``client_id``/``object_id``."""
+        result: dict[str, Any] = self._call("GET", "rbac")
+        return result
+
+    def scoring_contract(self, name: str, contract: str) -> Any:
+        """Make deployments matching ``name`` serve ``"openai"`` or ``"mlflow"`` routes."""
+        return self._call("POST", "scoring-contract", {"name": name, "contract": contract})
+
+    def map_datastore(self, name: str, url: str) -> Any:
+        """Make ``azureml://datastores/<name>/paths/<p>`` read ``<url>/<p>`` (a container URL)."""
+        return self._call("POST", "datastores", {"name": name, "url": url})
+
+    def forget_datastores(self) -> Any:
+        return self._call("DELETE", "datastores")
 
     def state(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "state")
