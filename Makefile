@@ -6,8 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+# The deployment template's offline checks live in their own venv: checkov pins
+# pycep-parser and pulls ~290 MiB that must not disturb the app's pins.
+VENV_IAC := .venv-iac
+PY_IAC := $(VENV_IAC)/bin/python
+STAMP_IAC := $(VENV_IAC)/.installed
+CHECKOV_REPORT := .local-stack/checkov.json
 
-.PHONY: run demo test check lint format typecheck install emulator host clean
+.PHONY: run demo test check check-infra test-azure lint format typecheck install emulator host clean
 
 install: $(STAMP_PY) $(STAMP_NODE)
 
@@ -15,6 +21,12 @@ $(STAMP_PY): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(STAMP_IAC): requirements-iac.txt
+	test -x $(PY_IAC) || $(PYTHON) -m venv $(VENV_IAC)
+	$(PY_IAC) -m pip install --quiet --upgrade pip
+	$(PY_IAC) -m pip install --quiet -r requirements-iac.txt
 	touch $@
 
 $(STAMP_NODE): package.json package-lock.json
@@ -29,9 +41,26 @@ run: install
 demo: install
 	$(PY) -m local.demo
 
-## make test: lint, format check, type check, then the whole test suite.
-test: check
-	$(PY) -m pytest
+## make test: lint, format check, type check, the deployment template's checks,
+## then the whole test suite (tests/infra already ran in check-infra).
+test: check check-infra
+	$(PY) -m pytest --ignore=tests/infra
+
+## make check-infra: the deployment template (infra/), offline: every Bicep file
+## parses (pycep), checkov finds no failed check and no parse error (skips are
+## justified in place), and tests/infra checks it against the code.
+check-infra: $(STAMP_IAC) $(STAMP_PY)
+	$(PY_IAC) tests/infra/parse_bicep.py infra >/dev/null
+	mkdir -p $(dir $(CHECKOV_REPORT))
+	$(VENV_IAC)/bin/checkov --framework bicep --skip-download -o json -d infra \
+		>$(CHECKOV_REPORT) || true
+	$(PY_IAC) tests/infra/checkov_gate.py $(CHECKOV_REPORT)
+	$(PY) -m pytest tests/infra
+
+## make test-azure: opt-in live end-to-end against the deployed app (README,
+## "Deploy to Azure"): trains and deploys for real, and costs accordingly.
+test-azure: $(STAMP_PY)
+	$(PY) -m pytest tests/azure -m azure -s
 
 check: install
 	$(PY) -m ruff check .
@@ -52,4 +81,4 @@ host: install
 	$(PY) -m local.functions_host --app-dir .
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .local-stack
+	rm -rf $(VENV) $(VENV_IAC) node_modules .pytest_cache .mypy_cache .ruff_cache .local-stack
