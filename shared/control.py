@@ -30,13 +30,15 @@ def request_cancel(services: Services, run_id: str) -> Run:
         if stored is None:
             raise RunNotFound(f"run {run_id} does not exist")
         run = stored.run
-        if run.cancel_requested:
-            break
+        # The state decides first: a run that has ended cannot be cancelled, even
+        # if a cancel was asked for before it ended.
         if run.state not in CANCELLABLE:
             raise NotAllowedNow(
                 f"run {run_id} is {run.state}: only runs in "
                 f"{', '.join(sorted(CANCELLABLE))} can be cancelled"
             )
+        if run.cancel_requested:
+            break
         try:
             services.ledger.replace(
                 stored, dataclasses.replace(run, cancel_requested=True, next_check_at=None)

@@ -164,8 +164,9 @@ def test_cancel_during_training_cancels_the_job(
         what="the job to be cancelled",
     )
     assert invoke("get_run", id=run_id).body["state"] == "CANCELED"
-    # Asking again is harmless: the request is already recorded.
-    assert invoke("cancel_run", id=run_id).body["state"] == "CANCELED"
+    # The run has ended: cancelling it again is refused (409), as for any ended run.
+    again = invoke("cancel_run", id=run_id)
+    assert again.status == 409 and "CANCELED" in again.body["detail"]
     # A cancelled run cannot be retried.
     assert invoke("retry_run", id=run_id).status == 409
 
