@@ -19,6 +19,7 @@ import azure.functions as func
 from jsonschema import Draft202012Validator, FormatChecker
 
 from shared.openapi import document
+from tests.support.indexing import app_functions
 
 _CHECKED_HEADERS = ("Location", "Retry-After")
 
@@ -37,18 +38,8 @@ class Answer:
 @functools.cache
 def http_functions() -> dict[str, tuple[Any, dict[str, Any]]]:
     """Every HTTP-triggered function of the app: name -> (callable, trigger binding)."""
-    import function_app
-
-    # get_functions() refuses a second call in one process (it remembers the names it
-    # saw, as the worker calls it once): index, then forget, so other tests can too.
-    app = function_app.app
-    seen = app.functions_bindings
-    try:
-        functions = app.get_functions()
-    finally:
-        app.functions_bindings = seen
     found = {}
-    for function in functions:
+    for function in app_functions():
         trigger = function.get_bindings()[0].get_dict_repr()
         if trigger["type"] == "httpTrigger":
             found[str(function.get_function_name())] = (function.get_user_function(), trigger)

@@ -13,6 +13,8 @@ import azure.functions as func
 import pytest
 from azure.storage.blob import BlobClient
 
+from tests.support.indexing import app_functions
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,9 +40,7 @@ def test_import_needs_no_settings_and_indexes_every_function() -> None:
 def test_binding_names_match_parameters() -> None:
     # The real worker drops functions whose binding names don't match their
     # parameters; get_functions() does not check it, so this test does.
-    import function_app
-
-    for function in function_app.app.get_functions():
+    for function in app_functions():
         params = set(inspect.signature(function.get_user_function()).parameters)
         for binding in function.get_bindings():
             name = binding.get_dict_repr()["name"]
