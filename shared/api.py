@@ -53,7 +53,7 @@ from shared.intake import accept_upload, skip_reason
 from shared.ledger import MAX_PAGE, RunSummary
 from shared.runs import Run, RunState
 from shared.services import Services
-from shared.settings import DATASET_CONNECTION
+from shared.settings import DATASET_CONNECTION, storage_connection
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "not-allowed-now": (409, "The run's state does not allow this request"),
     "body-too-large": (413, "The request body is too large"),
     "not-a-dataset": (422, "The blob is not a dataset upload"),
+    "not-unicode": (422, "The request holds text that is not valid Unicode"),
     "settings-invalid": (500, "The app's settings are missing or invalid"),
     "internal-error": (500, "Internal error"),
     "dependency-failed": (502, "A service the app depends on refused the request"),
@@ -177,10 +178,11 @@ def dataset_container_url(env: Mapping[str, str], container: str) -> str | None:
             protocol = parts.get("defaultendpointsprotocol") or "https"
             suffix = parts.get("endpointsuffix") or "core.windows.net"
             endpoint = f"{protocol}://{parts['accountname']}.blob.{suffix}"
-    elif env.get(f"{name}__blobServiceUri", "").strip():
-        endpoint = env[f"{name}__blobServiceUri"].strip()
-    elif env.get(f"{name}__accountName", "").strip():
-        endpoint = f"https://{env[f'{name}__accountName'].strip()}.blob.core.windows.net"
+    else:
+        try:
+            endpoint = storage_connection(env, name, "blob")[1]
+        except SettingsError:
+            return None
     if not endpoint:
         return None
     return f"{endpoint.rstrip('/')}/{container}"
@@ -190,6 +192,12 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a blob name in the dataset container, or None."""
     if not name:
         return "must not be empty"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            "must be valid Unicode text: it holds a lone UTF-16 surrogate (not encodable as UTF-8)"
+        )
     if len(name) > MAX_BLOB_NAME:
         return f"longer than {MAX_BLOB_NAME} characters"
     if _SCHEME.match(name):
@@ -258,7 +266,10 @@ def blob_name(value: object, container_url: str | None) -> str:
             raise RequestInvalid([FieldError("blob", str(exc))]) from None
     why = name_problem(name)
     if why is not None:
-        raise RequestInvalid([FieldError("blob", why)])
+        # Well-formed JSON can still carry a lone surrogate: no blob can have that
+        # name, and nothing downstream can encode it (422, not a crash).
+        kind = "not-unicode" if "surrogate" in why else "invalid-request"
+        raise RequestInvalid([FieldError("blob", why)], kind=kind)
     return name
 
 
@@ -321,6 +332,7 @@ def parse_start(body: bytes, container_url: str | None) -> StartRequest:
         if key not in START_FIELDS
     ]
     name = ""
+    kind = "invalid-request"
     if "blob" not in document:
         errors.append(FieldError("blob", "required: a blob name in the dataset container"))
     else:
@@ -328,13 +340,14 @@ def parse_start(body: bytes, container_url: str | None) -> StartRequest:
             name = blob_name(document["blob"], container_url)
         except RequestInvalid as exc:
             errors.extend(exc.errors)
+            kind = exc.kind
     hyper, hyper_errors = hyperparameter_errors(document.get("hyperparameters", {}))
     errors.extend(hyper_errors)
     force = document.get("force", False)
     if not isinstance(force, bool):
         errors.append(FieldError("force", "must be true or false"))
-    if errors:
-        raise RequestInvalid(errors)
+    if errors:  # a 422 kind stands only when it is the one problem, like the skip rule
+        raise RequestInvalid(errors, kind=kind if len(errors) == 1 else "invalid-request")
     reason = skip_reason(name)
     if reason is not None:
         detail = f"{name} is not a dataset upload: {reason}"

@@ -15,8 +15,11 @@ JOB_ACTIVE = {
     "Running",
     "Finalizing",
     "CancelRequested",
+    # Transient: "the only state exempt from strict transition orders; a run can
+    # go from NotResponding to any of the previous states" (the REST spec).
+    "NotResponding",
 }
-JOB_FAILED = {"Failed", "NotResponding"}
+JOB_FAILED = {"Failed"}
 JOB_CANCELED = {"Canceled"}
 
 
@@ -41,7 +44,7 @@ class JobSpec:
 class JobView:
     name: str
     status: str  # the service's status string, e.g. "Running", "Completed"
-    output_model: str = ""  # registered output model name, once known
+    output_model: str = ""  # the output model's name as the job reports it, once known
     error: str = ""
 
 

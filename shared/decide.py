@@ -7,24 +7,32 @@ and when to look again. No I/O here; this is where most unit tests live.
 
 The rollout, state by state::
 
-    REGISTERING_DATA  no job yet: prepare data, submit      -> TRAINING
+    REGISTERING_DATA  no job yet: claim the endpoint name (created if missing, so
+                      a name taken in the region fails here, before any GPU is
+                      spent), prepare data, submit         -> TRAINING
                       job found (earlier attempt): adopt   -> TRAINING (data re-checked)
     TRAINING          job running: watch; Completed        -> DEPLOYING
                       Failed / Canceled                    -> TRAINING_FAILED / CANCELED
-    DEPLOYING         wait for: the endpoint's rollout lock, the output model,
-                      the endpoint (created if missing), our deployment (created
-                      at 0% traffic); deployment Succeeded -> SMOKE_TESTING
-                      endpoint or deployment Failed        -> DEPLOY_FAILED (ours removed)
+                      past the training deadline: cancel   -> TRAINING_FAILED
+    DEPLOYING         wait for: the endpoint's rollout lock, the output model
+                      (named as the job reports it), the endpoint, our
+                      deployment (created at 0% traffic);
+                      deployment Succeeded                 -> SMOKE_TESTING
+                      endpoint or deployment Failed, or
+                      past the deploy deadline             -> DEPLOY_FAILED (ours removed)
     SMOKE_TESTING     smoke passed: shift traffic          -> PROMOTING
                       smoke failed: remove ours            -> ROLLED_BACK
     PROMOTING         traffic applied: retire previous     -> LIVE
+                      traffic stuck past the deadline      -> FAILED
 
 A cancel request (until traffic starts moving) stops the job or removes the
-run's deployment and ends the run CANCELED.
+run's deployment and ends the run CANCELED. Deadlines count from the moment
+the run entered its state (``Run.state_since``); ``now`` is the only clock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -76,6 +84,8 @@ class Policy:
     deploy_poll_seconds: float = 30.0
     keep_previous_deployment: bool = False
     keep_failed_deployment: bool = False
+    training_deadline_seconds: float = 72 * 3600.0
+    deploy_deadline_seconds: float = 180 * 60.0
 
 
 @dataclass(frozen=True)
@@ -90,20 +100,73 @@ class Decision:
 DEFAULT_POLICY = Policy()
 
 
-def decide(run: Run, observed: Observed, policy: Policy = DEFAULT_POLICY) -> Decision:
+def decide(
+    run: Run,
+    observed: Observed,
+    policy: Policy = DEFAULT_POLICY,
+    now: dt.datetime | None = None,
+) -> Decision:
+    """The next step for ``run``; ``now`` (default: the run's last update) for deadlines."""
     if run.cancel_requested and run.state in CANCELLABLE:
         return _cancel(run, observed)
     if run.state is RunState.REGISTERING_DATA:
-        return _registering(observed)
+        return _registering(run, observed, policy)
+    waited = ((now or run.updated_at) - run.state_since).total_seconds()
     if run.state is RunState.TRAINING:
-        return _training(run, observed, policy)
+        decision = _training(run, observed, policy)
+        return _past_deadline(run, decision, waited, policy)
     if run.state is RunState.DEPLOYING:
-        return _deploying(run, observed, policy)
-    if run.state is RunState.SMOKE_TESTING:
-        return _smoke_testing(run, observed, policy)
+        decision = _deploying(run, observed, policy)
+    elif run.state is RunState.SMOKE_TESTING:
+        decision = _smoke_testing(run, observed, policy)
+    elif run.state is RunState.PROMOTING:
+        decision = _promoting(run, observed, policy)
+    else:
+        return Decision()  # terminal: nothing to do
+    return _past_deadline(run, decision, waited, policy)
+
+
+_DEADLINE_SETTING = {
+    RunState.TRAINING: ("TRAINING_DEADLINE_HOURS", 3600.0, "h"),
+    RunState.DEPLOYING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
+    RunState.SMOKE_TESTING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
+    RunState.PROMOTING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
+}
+
+
+def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) -> Decision:
+    """``decision``, unless it only waits and the state's deadline has passed: then end
+    the run, saying what it was waiting for, and clean up what it started."""
+    deadline = (
+        policy.training_deadline_seconds
+        if run.state is RunState.TRAINING
+        else policy.deploy_deadline_seconds
+    )
+    if decision.state is not None or decision.actions or waited < deadline:
+        return decision
+    setting, unit_seconds, unit = _DEADLINE_SETTING[run.state]
+    waiting_on = str(decision.changes.get("activity") or run.activity or run.state.value)
+    reason = (
+        f"gave up after {waited / unit_seconds:.4g}{unit} in {run.state.value} "
+        f"(deadline {deadline / unit_seconds:.4g}{unit}, {setting}): still {waiting_on}"
+    )
+    if run.state is RunState.TRAINING:
+        return Decision(
+            actions=(Action.CANCEL_JOB,),
+            state=RunState.TRAINING_FAILED,
+            detail=reason + f"; job {run.job_name or run.run_id} cancelled",
+            changes={"last_error": reason, "activity": ""},
+        )
     if run.state is RunState.PROMOTING:
-        return _promoting(run, observed, policy)
-    return Decision()  # terminal: nothing to do
+        # Traffic may be partly moved: nothing to undo safely; say so loudly.
+        return Decision(state=RunState.FAILED, detail=reason, changes={"last_error": reason})
+    state = RunState.DEPLOY_FAILED if run.state is RunState.DEPLOYING else RunState.ROLLED_BACK
+    return Decision(
+        actions=() if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,),
+        state=state,
+        detail=reason,
+        changes={"last_error": reason, "activity": ""},
+    )
 
 
 def _cancel(run: Run, observed: Observed) -> Decision:
@@ -125,8 +188,9 @@ def _wait(activity: str, seconds: float, **changes: Any) -> Decision:
     return Decision(changes={"activity": activity, **changes}, recheck_seconds=seconds)
 
 
-def _registering(observed: Observed) -> Decision:
+def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
     job = observed.job
+    endpoint = run.endpoint or policy.endpoint_name
     if job is not None:
         # The job exists (submitted before a crash, or by a concurrent invocation).
         # Preparing the data again is cheap and idempotent (parts and assets are
@@ -135,13 +199,23 @@ def _registering(observed: Observed) -> Decision:
             actions=(Action.PREPARE_DATA,),
             state=RunState.TRAINING,
             detail=f"adopted existing job {job.name} ({job.status})",
-            changes={"job_name": job.name, "job_status": job.status, "activity": "training"},
+            changes={
+                "job_name": job.name,
+                "job_status": job.status,
+                "activity": "training",
+                "endpoint": endpoint,
+            },
         )
+    # Endpoint names are unique per region across all customers: claim ours now
+    # (an endpoint without deployments costs nothing), so a taken name fails the
+    # run before the job is submitted, not after hours of training.
+    claim = (Action.CREATE_ENDPOINT,) if observed.endpoint is None else ()
     return Decision(
-        actions=(Action.PREPARE_DATA, Action.SUBMIT_JOB),
+        actions=(*claim, Action.PREPARE_DATA, Action.SUBMIT_JOB),
         state=RunState.TRAINING,
-        detail="data assets registered, fine-tuning job submitted",
-        changes={"activity": "training"},
+        detail=(f"endpoint {endpoint} claimed; " if claim else "")
+        + "data assets registered, fine-tuning job submitted",
+        changes={"activity": "training", "endpoint": endpoint},
     )
 
 
@@ -154,14 +228,16 @@ def _training(run: Run, observed: Observed, policy: Policy) -> Decision:
             changes={"last_error": f"job {run.job_name} not found"},
         )
     if job.status == "Completed":
+        model = job.output_model or run.run_id
         return Decision(
             state=RunState.DEPLOYING,
-            detail=f"job {job.name} completed",
+            detail=f"job {job.name} completed; output model {model}",
             changes={
                 "job_status": job.status,
                 "activity": "deploying",
-                "endpoint": policy.endpoint_name,
-                "deployment": run.run_id,
+                "endpoint": run.endpoint or policy.endpoint_name,
+                "deployment": run.deployment or run.run_id,
+                "model_name": model,
             },
         )
     if job.status in JOB_FAILED:
@@ -189,7 +265,7 @@ def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
         return _wait(f"waiting for run {observed.holder} to finish its rollout", poll)
     model_id = run.model_id or (observed.model.id if observed.model else "")
     if not model_id:
-        return _wait(f"waiting for model {run.run_id} to be registered", poll)
+        return _wait(f"waiting for model {run.model_name or run.run_id} to be registered", poll)
     found = {"model_id": model_id}
     endpoint = observed.endpoint
     if endpoint is None:

@@ -7,7 +7,8 @@
     │   └── ConcurrencyConflict   lost a compare-and-swap race on the ledger
     └── PermanentError        retrying cannot help; the run ends with the message
         ├── SettingsError         app settings missing or invalid (all named at once)
-        └── InvalidInput          a request or dataset that breaks the contract
+        ├── InvalidInput          a request or dataset that breaks the contract
+        └── PermissionDenied      a 403: names the identity, the scope and the role
 
 Adapters translate SDK exceptions into these (``raise ... from exc``), so no
 Azure SDK exception type leaks past them. Throttling, 5xx and timeouts are
@@ -49,3 +50,13 @@ class SettingsError(PermanentError):
 
 class InvalidInput(PermanentError):
     """Input that breaks the contract: a bad request field, a bad metadata value."""
+
+
+class PermissionDenied(PermanentError):
+    """Azure refused the app's identity (403); the message says which role to assign where."""
+
+    def __init__(self, message: str, identity: str = "", scope: str = "", role: str = "") -> None:
+        super().__init__(message)
+        self.identity = identity
+        self.scope = scope
+        self.role = role

@@ -84,7 +84,8 @@ def _schemas() -> dict[str, Any]:
                         "(reduced to the name). No other host, account or container; no `..` "
                         "or `.` segments, leading `/`, backslashes, query or fragment. "
                         "Names the blob trigger skips (not `.jsonl`, `_autopilot/...`, "
-                        "`*.validation.jsonl`) answer 422."
+                        "`*.validation.jsonl`) answer 422, as do names that are not valid "
+                        "Unicode (a lone UTF-16 surrogate)."
                     ),
                 },
                 "hyperparameters": {
@@ -241,6 +242,7 @@ def _run_schema() -> dict[str, Any]:
         "validation_data": _TEXT,
         "job_name": _TEXT,
         "job_status": _TEXT,
+        "model_name": {**_TEXT, "description": "The output model's name, as the job reports it"},
         "model_id": _TEXT,
         "endpoint": _TEXT,
         "deployment": _TEXT,
@@ -349,8 +351,8 @@ def _paths() -> dict[str, Any]:
                     "413": _problem(f"The body is over {api.MAX_BODY_BYTES} bytes"),
                     "422": _problem(
                         "The blob is no dataset upload (not .jsonl, the app's own "
-                        "`_autopilot/` prefix, or a `*.validation.jsonl` file); `errors` "
-                        "names `blob` and why"
+                        "`_autopilot/` prefix, or a `*.validation.jsonl` file), or its name "
+                        "is not valid Unicode; `errors` names `blob` and why"
                     ),
                     **_failures(("400", "BadRequest")),
                 },

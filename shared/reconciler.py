@@ -9,7 +9,10 @@ trigger at any time: it moves the run forward from whatever state it is in.
   again later.
 - **Error families.** A ``RetryableError`` leaves the run where it was with a
   next-check time (exponential backoff with jitter, at least the service's
-  ``Retry-After``); a ``PermanentError`` ends the run FAILED with the message.
+  ``Retry-After``); a ``PermanentError`` ends the run FAILED (DEPLOY_FAILED
+  while deploying) with the message. Any other exception (a bug) is recorded
+  like a retryable one, so the lease is always given back; after
+  ``MAX_ATTEMPTS`` failed tries of one step the run ends FAILED.
 - **Events after the fact.** Lifecycle events for new timeline entries are
   published after the run is saved; a failed publish is kept (``published``)
   and retried by the next reconcile, never failing the run.
@@ -24,7 +27,7 @@ import random
 import uuid
 from typing import Any
 
-from shared.azureml import SUCCEEDED, DeploymentSpec, JobSpec
+from shared.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
 from shared.datasets import iter_lines
 from shared.decide import Action, Decision, Observed, Policy, decide
 from shared.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
@@ -39,6 +42,7 @@ from shared.smoke import (
     SmokePrompt,
     conclude,
     is_chat_route,
+    is_mlflow_route,
     judge,
     prompts_from_lines,
 )
@@ -67,6 +71,8 @@ def policy_of(services: Services) -> Policy:
         deploy_poll_seconds=s.deploy_poll_seconds,
         keep_previous_deployment=s.keep_previous_deployment,
         keep_failed_deployment=s.keep_failed_deployment,
+        training_deadline_seconds=s.training_deadline_hours * 3600.0,
+        deploy_deadline_seconds=s.deploy_deadline_minutes * 60.0,
     )
 
 
@@ -106,22 +112,42 @@ def _step(services: Services, stored: StoredRun) -> Run:
     if run.active:
         try:
             observed = _gather(services, run)
-            decision = decide(run, observed, policy_of(services))
+            decision = decide(run, observed, policy_of(services), now)
             produced = _act(services, run, observed, decision)
             updated = _apply(run, decision, produced, now)
         except RetryableError as exc:
-            delay = backoff_seconds(run.attempts, exc.retry_after, random.Random())
-            log.warning("run %s: retrying in %.0fs after: %s", run.run_id, delay, exc)
-            updated = run.retry_later(now, str(exc), delay)
+            updated = _retry_or_give_up(services, run, now, str(exc), exc.retry_after)
         except PermanentError as exc:
-            log.error("run %s failed: %s", run.run_id, exc)
-            updated = run.moved_to(RunState.FAILED, now, str(exc), last_error=str(exc))
+            # A permanent error while deploying (a quota or validation 400 on the
+            # deployment, say) is a failed deployment: the live one is untouched.
+            ended = RunState.DEPLOY_FAILED if run.state is RunState.DEPLOYING else RunState.FAILED
+            log.error("run %s %s: %s", run.run_id, ended.value, exc)
+            updated = run.moved_to(ended, now, str(exc), last_error=str(exc), activity="")
+        except Exception as exc:  # a bug or an SDK surprise: recorded, and the lease freed
+            log.exception("run %s: unexpected error in %s", run.run_id, run.state)
+            error = f"unexpected error in {run.state}: {type(exc).__name__}: {exc}"
+            updated = _retry_or_give_up(services, run, now, error, None)
         if updated.state != run.state:
             log.info("run %s moved %s -> %s", run.run_id, run.state, updated.state)
         if updated.state.terminal and run.endpoint:
             _release(services, updated)
     saved = services.ledger.replace(stored, _unleased(updated))
     return _publish(services, saved)
+
+
+def _retry_or_give_up(
+    services: Services, run: Run, now: dt.datetime, error: str, retry_after: float | None
+) -> Run:
+    """Try the step again later (backoff, at least ``retry_after``), or, after
+    ``MAX_ATTEMPTS`` failed tries, end the run FAILED with the last error."""
+    limit = services.settings.max_attempts
+    if run.attempts + 1 >= limit:
+        reason = f"gave up after {run.attempts + 1} attempts (MAX_ATTEMPTS={limit}): {error}"
+        log.error("run %s failed: %s", run.run_id, reason)
+        return run.moved_to(RunState.FAILED, now, reason, last_error=reason)
+    delay = backoff_seconds(run.attempts, retry_after, random.Random())
+    log.warning("run %s: retrying in %.0fs after: %s", run.run_id, delay, error)
+    return run.retry_later(now, error, delay)
 
 
 def _unleased(run: Run) -> Run:
@@ -158,14 +184,18 @@ def _gather(services: Services, run: Run) -> Observed:
     azureml = services.azureml
     if run.state in _OBSERVES_JOB:
         job = azureml.get_job(run.job_name or run.run_id)
-        if job is not None and job.status in ("Failed", "NotResponding"):
+        if job is not None and job.status in JOB_FAILED:
             job = dataclasses.replace(job, error=azureml.job_error(job.name))
-        return Observed(job=job)
+        endpoint = None
+        if run.state is RunState.REGISTERING_DATA and job is None:
+            # About to submit: is the endpoint name ours already (else it is claimed)?
+            endpoint = azureml.get_endpoint(run.endpoint or services.settings.endpoint_name)
+        return Observed(job=job, endpoint=endpoint)
     if run.state is RunState.DEPLOYING:
         holder = services.ledger.acquire_endpoint(run.endpoint, run.run_id)
         if holder != run.run_id:
             return Observed(holder=holder)
-        model = None if run.model_id else azureml.latest_model(run.run_id)
+        model = None if run.model_id else azureml.latest_model(run.model_name or run.run_id)
         endpoint = azureml.get_endpoint(run.endpoint)
         deployment = None
         if endpoint is not None and endpoint.provisioning_state == SUCCEEDED:
@@ -196,13 +226,15 @@ def _gather(services: Services, run: Run) -> Observed:
 def _smoke_test(services: Services, run: Run, scoring_uri: str) -> SmokeOutcome:
     settings = services.settings
     route = settings.smoke_route
-    if run.config.get("task") == "chat" and not is_chat_route(route):
+    chat = run.config.get("task") == "chat"
+    if chat and not is_chat_route(route) and not is_mlflow_route(route):
         route = "/v1/chat/completions"  # a chat model has no text-completion route
     target = ScoringTarget(
         scoring_uri=scoring_uri,
         key=services.azureml.endpoint_key(run.endpoint),
         deployment=run.deployment,
         route=route,
+        chat=chat,
         timeout_seconds=settings.smoke_timeout_seconds,
         max_tokens=settings.smoke_max_tokens,
     )
@@ -256,7 +288,8 @@ def _act(services: Services, run: Run, observed: Observed, decision: Decision) -
             changes.update(job_name=job.name, job_status=job.status)
         elif action is Action.CREATE_ENDPOINT:
             azureml.begin_create_endpoint(
-                run.endpoint, "Fine-tuned models deployed by finetune-autopilot"
+                str(fields.get("endpoint") or run.endpoint),
+                "Fine-tuned models deployed by finetune-autopilot",
             )
         elif action is Action.CREATE_DEPLOYMENT:
             azureml.begin_create_deployment(

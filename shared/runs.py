@@ -138,6 +138,7 @@ class Run:
     validation_data: str = ""
     job_name: str = ""
     job_status: str = ""
+    model_name: str = ""  # the output model's name, as the completed job reports it
     model_id: str = ""
     endpoint: str = ""
     deployment: str = ""
@@ -177,6 +178,14 @@ class Run:
         return not self.state.terminal
 
     @property
+    def state_since(self) -> dt.datetime:
+        """When the run entered its current state (deadlines count from here)."""
+        for entry in reversed(self.timeline):
+            if entry.state is self.state:
+                return entry.at
+        return self.updated_at
+
+    @property
     def needs_attention(self) -> bool:
         """Active, or terminal with lifecycle events still to publish."""
         return self.active or self.published < len(self.timeline)
@@ -190,9 +199,12 @@ class Run:
         )
 
     def moved_to(self, state: RunState, now: dt.datetime, detail: str = "", **changes: Any) -> Run:
-        """This run in ``state``, with a timeline entry; attempts and error reset."""
+        """This run in ``state``, with a timeline entry; attempts and error reset, and
+        no leftover ``activity`` once it ends (unless one is given, like "serving")."""
         if state not in TRANSITIONS.get(self.state, frozenset()):
             raise InvalidTransition(f"{self.run_id}: {self.state} -> {state} is not allowed")
+        if state.terminal:
+            changes.setdefault("activity", "")  # an ended run waits on nothing
         return dataclasses.replace(
             self,
             state=state,
@@ -229,7 +241,7 @@ class Run:
         fresh = f"{self.run_id}-r{retries}"
         changes: dict[str, Any] = {}
         if resume is RunState.REGISTERING_DATA:
-            changes.update(job_name=fresh, job_status="", model_id="")
+            changes.update(job_name=fresh, job_status="", model_name="", model_id="")
         else:
             changes.update(deployment=fresh, smoke={}, previous_deployments={})
         return dataclasses.replace(

@@ -54,14 +54,17 @@ def build(env: Mapping[str, str]) -> Services:
         ledger=TableLedger(table_service(env, LEDGER_CONNECTION), settings.ledger_table),
         store=BlobDatasetStore(container),
         azureml=AzureMLWorkspace(
-            app_credential(), settings.subscription_id, settings.resource_group, settings.workspace
+            app_credential(env),
+            settings.subscription_id,
+            settings.resource_group,
+            settings.workspace,
         ),
         scorer=HttpScorer(),
         publisher=(
             EventGridTopicPublisher(
                 settings.events_topic_endpoint,
                 key=settings.events_topic_key,
-                credential=None if settings.events_topic_key else app_credential(),
+                credential=None if settings.events_topic_key else app_credential(env),
                 source=settings.events_source,
             )
             if settings.events_topic_endpoint

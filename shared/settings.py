@@ -9,6 +9,7 @@ invalid setting and what it should look like. Every setting is listed in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from shared.errors import SettingsError
 from shared.hyperparameters import check_values
 
 TaskSetting = Literal["auto", "text", "chat"]
+Service = Literal["blob", "table", "queue"]
 
 # The blob trigger's connection: the setting holding a connection string, or the
 # ``DATASET_STORAGE__blobServiceUri`` / ``__queueServiceUri`` identity form.
@@ -31,11 +33,36 @@ BASE_MODEL = re.compile(r"^azureml://registries/[^/]+/models/[^/]+/versions/[^/]
 CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+SCORING_ROUTES = ("/completions", "/v1/completions", "/v1/chat/completions", "/score")
 DEFAULT_HYPERPARAMETERS = {
     "num_train_epochs": "1",
     "learning_rate": "2e-05",
     "per_device_train_batch_size": "1",
 }
+
+
+def storage_connection(env: Mapping[str, str], name: str, service: Service) -> tuple[str, str]:
+    """How connection ``name`` reaches ``service``, as the Functions host reads it:
+    ``("connection_string", value)`` from ``name`` itself, or ``("url", service URL)``
+    from ``name__<service>ServiceUri`` (``name__serviceUri``: the blob-only alias) or
+    ``name__accountName`` (public cloud), for identity-based access."""
+    direct = env.get(name, "").strip()
+    if direct:
+        return "connection_string", direct
+    uri = env.get(f"{name}__{service}ServiceUri", "").strip()
+    if not uri and service == "blob":
+        uri = env.get(f"{name}__serviceUri", "").strip()
+    if uri:
+        return "url", uri
+    account = env.get(f"{name}__accountName", "").strip()
+    if account:
+        return "url", f"https://{account}.{service}.core.windows.net"
+    raise SettingsError(
+        [
+            f"{name} is missing: a storage connection string, or {name}__{service}ServiceUri "
+            f"(or {name}__accountName) for identity-based access"
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -57,7 +84,8 @@ class Settings:
     min_examples: int = 10
     prompt_field: str = "prompt"
     completion_field: str = "completion"
-    # Deployment
+    # Deployment (the default endpoint name is derived from the workspace: see
+    # ``default_endpoint_name``; names are unique per Azure region, all customers)
     endpoint_name: str = "finetune-autopilot"
     deployment_instance_type: str = "Standard_NC24ads_A100_v4"
     deployment_instance_count: int = 1
@@ -76,8 +104,12 @@ class Settings:
     smoke_max_tokens: int = 200
     # Reconciler
     reconcile_concurrency: int = 4
+    max_attempts: int = 20  # failed tries of one step before the run ends FAILED
     job_poll_seconds: float = 60.0
     deploy_poll_seconds: float = 30.0
+    # Deadlines of the waiting states: past them the run ends with a clear error.
+    training_deadline_hours: float = 72.0
+    deploy_deadline_minutes: float = 180.0
     # Lifecycle events (disabled without an endpoint)
     events_topic_endpoint: str | None = None
     events_topic_key: str | None = None
@@ -180,7 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     min_examples = r.number("MIN_EXAMPLES", 10, 1, 1_000_000, whole=True)
     prompt_field = r.text("PROMPT_FIELD", "prompt")
     completion_field = r.text("COMPLETION_FIELD", "completion")
-    deployment = _deployment(r)
+    deployment = _deployment(r, default_endpoint_name(subscription, resource_group, workspace))
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(
@@ -205,13 +237,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _deployment(r: _Reader) -> dict[str, Any]:
+def default_endpoint_name(subscription_id: str, resource_group: str, workspace: str) -> str:
+    """An endpoint name unique to this workspace, stable across restarts.
+
+    Online endpoint names are unique per Azure region across every customer, so
+    a fixed default would collide with anyone else running this app there. The
+    name is ``ft-`` + the workspace name (cut, made a valid name) + a hash of
+    subscription/resource group/workspace: 3-32 characters, starting with a
+    letter, ending with a letter or digit.
+    """
+    scope = f"{subscription_id}/{resource_group}/{workspace}".lower()
+    digest = hashlib.blake2b(scope.encode(), digest_size=4).hexdigest()
+    slug = re.sub(r"[^a-z0-9]+", "-", workspace.lower()).strip("-")[:18].strip("-")
+    return f"ft-{slug}-{digest}" if slug else f"ft-{digest}"
+
+
+def _deployment(r: _Reader, endpoint_default: str) -> dict[str, Any]:
     """Settings of the completion path: endpoint, deployment, smoke test, events."""
     route = r.text("SMOKE_ROUTE", "/completions")
-    if route not in ("/completions", "/v1/completions", "/v1/chat/completions"):
+    if route not in SCORING_ROUTES:
         r.problems.append(
             f"SMOKE_ROUTE={route!r} is invalid: /completions, /v1/completions or "
-            "/v1/chat/completions"
+            "/v1/chat/completions (OpenAI shape), or /score (the MLflow input_data shape of "
+            "Azure ML catalog containers)"
         )
     prompts_raw = r.env.get("SMOKE_PROMPTS", "").strip()
     prompts: tuple[str, ...] = ()
@@ -232,7 +280,7 @@ def _deployment(r: _Reader) -> dict[str, Any]:
             "ENDPOINT_NAME",
             ENDPOINT,
             "3-32 letters, digits and hyphens, starting with a letter (unique in the region)",
-            default="finetune-autopilot",
+            default=endpoint_default,
         ),
         "deployment_instance_type": r.text("DEPLOYMENT_INSTANCE_TYPE", "Standard_NC24ads_A100_v4"),
         "deployment_instance_count": int(r.number("DEPLOYMENT_INSTANCE_COUNT", 1, 1, 100, True)),
@@ -249,8 +297,11 @@ def _deployment(r: _Reader) -> dict[str, Any]:
         "smoke_timeout_seconds": r.number("SMOKE_TIMEOUT_SECONDS", 60.0, 1.0, 230.0, False),
         "smoke_max_tokens": int(r.number("SMOKE_MAX_TOKENS", 200, 1, 4096, True)),
         "reconcile_concurrency": int(r.number("RECONCILE_CONCURRENCY", 4, 1, 32, True)),
+        "max_attempts": int(r.number("MAX_ATTEMPTS", 20, 1, 1000, True)),
         "job_poll_seconds": r.number("JOB_POLL_SECONDS", 60.0, 0.0, 3600.0, False),
         "deploy_poll_seconds": r.number("DEPLOY_POLL_SECONDS", 30.0, 0.0, 3600.0, False),
+        "training_deadline_hours": r.number("TRAINING_DEADLINE_HOURS", 72.0, 0.001, 720.0, False),
+        "deploy_deadline_minutes": r.number("DEPLOY_DEADLINE_MINUTES", 180.0, 0.01, 1440.0, False),
         "events_topic_endpoint": r.text("EVENTS_TOPIC_ENDPOINT", "") or None,
         "events_topic_key": r.text("EVENTS_TOPIC_KEY", "") or None,
         "events_source": r.text("EVENTS_SOURCE", "/finetune-autopilot"),

@@ -65,7 +65,10 @@ class ScoringTarget:
     deployment: str
     """Sent as ``azureml-model-deployment`` so only this deployment answers."""
     route: str = "/completions"
-    """``/completions``, ``/v1/completions`` or ``/v1/chat/completions``."""
+    """``/completions``, ``/v1/completions``, ``/v1/chat/completions`` (OpenAI shape) or
+    ``/score`` (MLflow ``input_data`` shape)."""
+    chat: bool = False
+    """Chat model: send the conversation (``messages``), not a single prompt."""
     timeout_seconds: float = 30.0
     max_tokens: int = 200
 
@@ -110,6 +113,19 @@ def route_url(scoring_uri: str, route: str) -> str:
 def is_chat_route(route: str) -> bool:
     """Whether ``route`` takes ``messages`` (chat completions) rather than a ``prompt``."""
     return route.strip().rstrip("/").lower().endswith("/chat/completions")
+
+
+def is_mlflow_route(route: str) -> bool:
+    """Whether ``route`` is ``/score``: the MLflow ``input_data`` contract of Azure ML
+    catalog containers, not the OpenAI shape."""
+    return route.strip().rstrip("/").lower().endswith("/score")
+
+
+def contract_of(route: str) -> str:
+    """The request shape a route takes, in words, for error messages."""
+    if is_mlflow_route(route):
+        return "MLflow input_data shape"
+    return "OpenAI chat shape" if is_chat_route(route) else "OpenAI completions shape"
 
 
 # -- similarity ---------------------------------------------------------------------------

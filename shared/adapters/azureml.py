@@ -11,6 +11,7 @@ on it; the reconciler observes provisioning state on later ticks.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _TASKS = {"text": "TEXT_COMPLETION", "chat": "CHAT_COMPLETION"}
+# A fine-tuning job is a pipeline: when a step fails, the parent's error says only so.
+_GENERIC_PIPELINE_ERROR = re.compile(r"child (run|job|step)s?|pipeline (has )?failed", re.I)
 
 
 def _status(value: Any) -> str:
@@ -111,10 +114,13 @@ class AzureMLWorkspace:
         except ResourceExistsError:
             pass  # submitted by a concurrent invocation: adopt it below
         except AzureError as exc:
-            if getattr(exc, "status_code", None) != 409:
+            # Azure answers a second PUT of a job name with a 400 UserError "A job
+            # with this name already exists..." (not a 409): already submitted.
+            if getattr(exc, "status_code", None) != 409 and not _already_exists(exc):
                 raise translate(
                     exc, f"submitting job {spec.name}", conflict_is_retryable=False
                 ) from exc
+        log.info("job %s was already submitted (Azure said it exists): adopted", spec.name)
         adopted = self.get_job(spec.name)
         if adopted is None:
             raise translate(
@@ -131,6 +137,17 @@ class AzureMLWorkspace:
             raise translate(exc, f"cancelling job {name}") from exc
 
     def job_error(self, name: str) -> str:
+        """The reason a job failed, from run history; the failed step's own reason when
+        the pipeline's is generic ("...errors in at least one of the child runs")."""
+        parent = self._run_error(name)
+        if parent and not _GENERIC_PIPELINE_ERROR.search(parent):
+            return parent
+        step = self._failed_step_error(name)
+        if not step:
+            return parent
+        return f"{step} (pipeline: {parent})" if parent else step
+
+    def _run_error(self, name: str) -> str:
         # The ARM job resource has no error text; run history does. azure-ai-ml
         # reaches it only through this private operations object (the public
         # jobs.stream() uses the same call). Best effort: the status alone
@@ -148,6 +165,20 @@ class AzureMLWorkspace:
             return ""
         return f"{code}: {message}" if code else str(message)
 
+    def _failed_step_error(self, name: str) -> str:
+        """``step <name>: <error>`` of the first failed child step, or ""."""
+        try:
+            steps = [s for s in self._client.jobs.list(parent_job_name=name) if s is not None]
+        except Exception as exc:  # run-history listing: best effort, as above
+            log.warning("job %s: steps unavailable: %s", name, exc)
+            return ""
+        for step in steps:
+            if _status(getattr(step, "status", "")) == "Failed":
+                label = getattr(step, "display_name", None) or step.name
+                error = self._run_error(str(step.name))
+                return f"step {label}: {error}" if error else f"step {label} failed"
+        return ""
+
     # -- models, endpoints, deployments ------------------------------------------------
 
     def latest_model(self, name: str) -> ModelView | None:
@@ -157,12 +188,14 @@ class AzureMLWorkspace:
             model = self._client.models.get(name=name, label="latest")
         except ResourceNotFoundError:
             return None
-        except AzureError as exc:
-            raise translate(exc, f"reading model {name}") from exc
-        except ValidationException as exc:  # what the SDK raises for label="latest" on no model
+        # ValidationException is an AzureError (MlException subclasses it): it must be
+        # caught first. The SDK raises it for label="latest" when no version exists yet.
+        except ValidationException as exc:
             if "does not exist" in str(exc):
                 return None
             raise PermanentError(f"reading model {name}: {exc}") from exc
+        except AzureError as exc:
+            raise translate(exc, f"reading model {name}") from exc
         return ModelView(id=str(model.id), name=str(model.name), version=str(model.version))
 
     def get_endpoint(self, name: str) -> EndpointView | None:
@@ -186,6 +219,13 @@ class AzureMLWorkspace:
         try:
             self._client.online_endpoints.begin_create_or_update(endpoint)
         except AzureError as exc:
+            if _name_taken(exc):
+                raise PermanentError(
+                    f"endpoint name {name!r} is not available: online endpoint names are "
+                    "unique per Azure region across all subscriptions, and another one holds "
+                    "it. Set ENDPOINT_NAME to another name (or leave it unset for a name "
+                    "derived from the workspace) and retry the run; nothing was trained"
+                ) from exc
             raise translate(exc, f"creating endpoint {name}", conflict_is_retryable=True) from exc
 
     def endpoint_key(self, name: str) -> str:
@@ -273,10 +313,35 @@ def _deployment_view(deployment: Any, endpoint: str) -> DeploymentView:
 
 
 def _view(job: Any) -> JobView:
+    """The job as the app needs it; the output model's name is what the service reports.
+
+    The fine-tuning pipeline registers the model itself, possibly under a
+    sanitised name: ``properties._outputModelName`` says which, the requested
+    ``outputs.registered_model`` name is the fallback.
+    """
     outputs = getattr(job, "outputs", None) or {}
     registered = outputs.get("registered_model") if hasattr(outputs, "get") else None
+    properties = getattr(job, "properties", None) or {}
+    reported = properties.get("_outputModelName") if hasattr(properties, "get") else None
     return JobView(
         name=str(job.name),
         status=_status(job.status),
-        output_model=str(getattr(registered, "name", "") or ""),
+        output_model=str(reported or getattr(registered, "name", "") or ""),
+    )
+
+
+def _error_text(exc: AzureError) -> str:
+    return " ".join(str(part) for part in (exc.message, getattr(exc, "error", None)) if part)
+
+
+def _already_exists(exc: AzureError) -> bool:
+    """Azure's answer to a second PUT of the same job name (a 400, not a 409)."""
+    return getattr(exc, "status_code", None) == 400 and "already exists" in _error_text(exc)
+
+
+def _name_taken(exc: AzureError) -> bool:
+    """Azure's 400 for an endpoint name held by someone else in the region."""
+    text = _error_text(exc).lower()
+    return getattr(exc, "status_code", None) == 400 and (
+        "not available" in text or "unique within the region" in text
     )

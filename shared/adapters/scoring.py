@@ -1,7 +1,13 @@
 """Scoring a deployment over HTTP with ``requests``: the ``Scorer`` port's adapter.
 
 ``online_endpoints.invoke`` only reaches ``/score`` and mutates a module-level
-header dict, so the smoke test posts OpenAI-shaped requests itself. TLS trust
+header dict, so the smoke test posts requests itself, in the shape the route
+takes (``SMOKE_ROUTE``): the OpenAI shape on ``/completions``,
+``/v1/completions`` and ``/v1/chat/completions`` (vLLM-style containers, as the
+seed notebook uses), or the MLflow ``input_data`` shape on ``/score`` (the
+catalog's MLflow containers: ``[{"0": text}]`` back, ``{"output": text}`` for
+chat). A 404 names the route and shape tried, since that is how a mismatch
+between the setting and the container shows. TLS trust
 is requests' own: ``REQUESTS_CA_BUNDLE`` (how the local emulator's certificate
 is trusted) is honoured because a session merges the environment's settings.
 
@@ -19,7 +25,15 @@ from typing import Any
 
 import requests
 
-from shared.smoke import Answer, ScoringTarget, SmokePrompt, is_chat_route, route_url
+from shared.smoke import (
+    Answer,
+    ScoringTarget,
+    SmokePrompt,
+    contract_of,
+    is_chat_route,
+    is_mlflow_route,
+    route_url,
+)
 
 BODY_EXCERPT_CHARS = 300  # how much of an error body an Answer keeps
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -53,6 +67,14 @@ class HttpScorer:
         except requests.RequestException as exc:
             return Answer(0, "", _elapsed_ms(started), {}, f"could not reach {url}: {exc}")
         latency_ms = _elapsed_ms(started)
+        if response.status_code == 404:
+            error = (
+                f"route {target.route} ({contract_of(target.route)}) answered 404: the "
+                "deployment does not serve it; set SMOKE_ROUTE to the container's route "
+                "(/completions, /v1/completions, /v1/chat/completions, or /score for "
+                f"MLflow containers): {_excerpt(response.text)}"
+            )
+            return Answer(404, "", latency_ms, {}, error)
         if response.status_code != 200:
             return Answer(response.status_code, "", latency_ms, {}, _excerpt(response.text))
         try:
@@ -60,10 +82,15 @@ class HttpScorer:
         except ValueError:
             error = f"the answer is not JSON: {_excerpt(response.text)}"
             return Answer(200, "", latency_ms, {}, error)
-        text = answer_text(body, chat=is_chat_route(target.route))
+        if is_mlflow_route(target.route):
+            text = mlflow_text(body)
+            shape = 'a [{"0": text}] list or an {"output": text} object'
+        else:
+            text = answer_text(body, chat=is_chat_route(target.route))
+            shape = "choices[0] text"
         usage = _usage(body)
         if text is None:
-            error = f"the answer has no choices[0] text: {_excerpt(response.text)}"
+            error = f"the answer has no {shape}: {_excerpt(response.text)}"
             return Answer(200, "", latency_ms, usage, error)
         return Answer(200, text, latency_ms, usage)
 
@@ -79,6 +106,8 @@ def request_body(target: ScoringTarget, prompt: SmokePrompt) -> dict[str, Any]:
     only user turn.
     """
     body: dict[str, Any]
+    if is_mlflow_route(target.route):
+        return mlflow_body(target, prompt)
     if is_chat_route(target.route):
         messages = [dict(m) for m in prompt.messages] or [
             {"role": "user", "content": prompt.prompt}
@@ -88,6 +117,36 @@ def request_body(target: ScoringTarget, prompt: SmokePrompt) -> dict[str, Any]:
         body = {"prompt": prompt.prompt}
     body.update({"temperature": 0, "max_tokens": target.max_tokens})
     return body
+
+
+def mlflow_body(target: ScoringTarget, prompt: SmokePrompt) -> dict[str, Any]:
+    """The MLflow ``input_data`` request of catalog containers (one input per request).
+
+    Greedy decoding is ``do_sample: false`` there (a ``temperature`` of 0 is an
+    error in Hugging Face generation). A chat model gets its conversation as
+    the input string's message list.
+    """
+    conversation: list[Any] = [dict(m) for m in prompt.messages] or [
+        {"role": "user", "content": prompt.prompt}
+    ]
+    inputs: list[Any] = conversation if target.chat else [prompt.prompt]
+    parameters = {"max_new_tokens": target.max_tokens, "do_sample": False}
+    return {"input_data": {"input_string": inputs, "parameters": parameters}}
+
+
+def mlflow_text(body: object) -> str | None:
+    """The text of an MLflow container's answer: ``[{"0": text}]``, ``[text]`` or
+    ``{"output": text}`` (chat); None if the body has none of these."""
+    if isinstance(body, Mapping):
+        output = body.get("output")
+        return output if isinstance(output, str) else None
+    if isinstance(body, list) and body:
+        first = body[0]
+        if isinstance(first, str):
+            return first
+        if isinstance(first, Mapping) and isinstance(first.get("0"), str):
+            return str(first["0"])
+    return None
 
 
 def answer_text(body: object, *, chat: bool) -> str | None:

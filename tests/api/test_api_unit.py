@@ -262,6 +262,15 @@ def test_names_the_blob_trigger_skips_are_422_naming_blob_and_why(name: str, why
     assert why in _fields(caught)["blob"]
 
 
+def test_a_blob_name_with_a_lone_surrogate_is_422_naming_the_field() -> None:
+    body = b'{"blob": "ok-\\ud800.jsonl"}'  # valid JSON, not valid Unicode
+    with pytest.raises(api.RequestInvalid) as caught:
+        api.parse_start(body, CONTAINER_URL)
+    assert caught.value.kind == "not-unicode"
+    assert "lone UTF-16 surrogate" in _fields(caught)["blob"]
+    assert api.PROBLEMS[caught.value.kind][0] == 422
+
+
 def test_field_errors_come_before_the_skip_rule() -> None:
     with pytest.raises(api.RequestInvalid) as caught:
         api.parse_start(_body(blob="notes.txt", force=1), CONTAINER_URL)

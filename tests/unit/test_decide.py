@@ -46,10 +46,19 @@ def _smoke(passed: bool) -> SmokeOutcome:
 # -- training -------------------------------------------------------------------------------
 
 
-def test_registering_without_a_job_prepares_data_then_submits() -> None:
-    decision = decide(_run(RunState.REGISTERING_DATA), Observed(job=None), POLICY)
-    assert decision.actions == (Action.PREPARE_DATA, Action.SUBMIT_JOB)
+def test_registering_claims_the_endpoint_name_before_submitting() -> None:
+    run = dataclasses.replace(_run(RunState.REGISTERING_DATA), endpoint="")
+    decision = decide(run, Observed(job=None), POLICY)
+    # The endpoint comes first: a name taken in the region fails before any GPU is spent.
+    assert decision.actions == (Action.CREATE_ENDPOINT, Action.PREPARE_DATA, Action.SUBMIT_JOB)
     assert decision.state is RunState.TRAINING
+    assert decision.changes["endpoint"] == "ep"
+
+
+def test_registering_with_our_endpoint_already_there_only_submits() -> None:
+    observed = Observed(job=None, endpoint=_endpoint("Creating"))
+    decision = decide(_run(RunState.REGISTERING_DATA), observed, POLICY)
+    assert decision.actions == (Action.PREPARE_DATA, Action.SUBMIT_JOB)
 
 
 def test_an_existing_job_is_adopted_without_submitting_again() -> None:
@@ -75,6 +84,56 @@ def test_job_outcomes_end_or_advance_the_run() -> None:
     assert failed.state is RunState.TRAINING_FAILED and "OOM" in failed.changes["last_error"]
     canceled = decide(training, Observed(JobView("ft-x", "Canceled")), POLICY)
     assert canceled.state is RunState.CANCELED
+
+
+def test_not_responding_is_transient_not_a_failure() -> None:
+    decision = decide(_run(RunState.TRAINING), Observed(JobView("ft-x", "NotResponding")), POLICY)
+    assert decision.state is None and decision.actions == ()
+    assert decision.recheck_seconds == 60 and decision.changes["job_status"] == "NotResponding"
+
+
+def test_the_output_model_is_the_one_the_job_reports() -> None:
+    job = JobView("ft-x", "Completed", output_model="ft-x-sanitised")
+    decision = decide(_run(RunState.TRAINING), Observed(job), POLICY)
+    assert decision.changes["model_name"] == "ft-x-sanitised"
+    fallback = decide(_run(RunState.TRAINING), Observed(JobView("ft-x", "Completed")), POLICY)
+    assert fallback.changes["model_name"] == "ft-x"
+
+
+def test_training_past_its_deadline_cancels_the_job() -> None:
+    training = _run(RunState.TRAINING)
+    policy = dataclasses.replace(POLICY, training_deadline_seconds=3600)
+    running = Observed(JobView("ft-x", "Running"))
+    assert decide(training, running, policy, NOW + dt.timedelta(minutes=59)).state is None
+    late = decide(training, running, policy, NOW + dt.timedelta(minutes=61))
+    assert late.state is RunState.TRAINING_FAILED and late.actions == (Action.CANCEL_JOB,)
+    assert "TRAINING_DEADLINE_HOURS" in late.changes["last_error"]
+    assert "job Running" in late.changes["last_error"]
+
+
+def test_deploying_past_its_deadline_fails_and_cleans_up() -> None:
+    run = _run(RunState.DEPLOYING)
+    policy = dataclasses.replace(POLICY, deploy_deadline_seconds=600)
+    waiting = Observed(holder="ft-x")  # the model never shows up
+    late = decide(run, waiting, policy, NOW + dt.timedelta(minutes=11))
+    assert late.state is RunState.DEPLOY_FAILED
+    assert late.actions == (Action.DELETE_DEPLOYMENT,)
+    assert "DEPLOY_DEADLINE_MINUTES" in late.changes["last_error"]
+    assert "waiting for model ft-x to be registered" in late.changes["last_error"]
+    kept = dataclasses.replace(policy, keep_failed_deployment=True)
+    assert decide(run, waiting, kept, NOW + dt.timedelta(minutes=11)).actions == ()
+    # A step that acts (not only waits) is taken even when late.
+    acting = decide(run, Observed(holder="ft-x", model=MODEL), policy, NOW + dt.timedelta(hours=1))
+    assert acting.actions == (Action.CREATE_ENDPOINT,)
+
+
+def test_promoting_past_its_deadline_fails_loudly() -> None:
+    run = _run(RunState.PROMOTING)
+    policy = dataclasses.replace(POLICY, deploy_deadline_seconds=600)
+    stuck = Observed(endpoint=_endpoint("Updating"))
+    late = decide(run, stuck, policy, NOW + dt.timedelta(minutes=11))
+    assert late.state is RunState.FAILED and late.actions == ()
+    assert "traffic update Updating" in late.changes["last_error"]
 
 
 def test_a_vanished_job_fails_the_run() -> None:

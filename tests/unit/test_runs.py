@@ -58,3 +58,21 @@ def test_upload_id_is_per_blob_version() -> None:
     assert DATASET.upload_id != other_version.upload_id
     same = DatasetRef("datasets", "a.jsonl", "elsewhere", '"0x1"', 9)
     assert DATASET.upload_id == same.upload_id
+
+
+def test_an_ended_run_keeps_no_stale_activity() -> None:
+    now = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    dataset = DatasetRef("datasets", "a.jsonl", "https://acct/datasets/a.jsonl")
+    run = Run.new("ft-x", dataset, now).moved_to(RunState.REGISTERING_DATA, now)
+    training = run.moved_to(RunState.TRAINING, now, activity="job Running")
+    assert training.activity == "job Running"
+    assert training.moved_to(RunState.CANCELED, now).activity == ""
+    deploying = training.moved_to(RunState.DEPLOYING, now, activity="deployment Creating")
+    smoke = deploying.moved_to(RunState.SMOKE_TESTING, now, activity="smoke testing")
+    assert smoke.moved_to(RunState.ROLLED_BACK, now).activity == ""
+    assert (
+        smoke.moved_to(RunState.PROMOTING, now)
+        .moved_to(RunState.LIVE, now, activity="serving")
+        .activity
+        == "serving"
+    )

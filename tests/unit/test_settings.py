@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SettingsError
-from shared.settings import load_settings
+from shared.settings import ENDPOINT, default_endpoint_name, load_settings
 
 GOOD = {
     "AZURE_SUBSCRIPTION_ID": "sub",
@@ -65,3 +65,29 @@ def test_instance_types_are_a_comma_list() -> None:
     env = {k: v for k, v in GOOD.items() if k != "FINETUNE_COMPUTE"}
     settings = load_settings({**env, "FINETUNE_INSTANCE_TYPES": "A, B ,"})
     assert settings.instance_types == ("A", "B") and settings.compute is None
+
+
+def test_the_default_endpoint_name_is_unique_per_workspace_and_valid() -> None:
+    name = load_settings(GOOD).endpoint_name
+    assert name == default_endpoint_name("sub", "rg", "ws") and name.startswith("ft-ws-")
+    other = load_settings({**GOOD, "AZURE_RESOURCE_GROUP": "rg2"}).endpoint_name
+    assert other != name  # another deployment of the app in the region gets another name
+    long = default_endpoint_name("s", "r", "My_Very.Long Workspace Name For Fine Tuning")
+    assert ENDPOINT.match(long) and len(long) <= 32
+    assert ENDPOINT.match(default_endpoint_name("s", "r", "___"))
+    assert load_settings({**GOOD, "ENDPOINT_NAME": "mine"}).endpoint_name == "mine"
+
+
+def test_the_scoring_route_takes_the_mlflow_score_shape_too() -> None:
+    assert load_settings({**GOOD, "SMOKE_ROUTE": "/score"}).smoke_route == "/score"
+    with pytest.raises(SettingsError, match=r"SMOKE_ROUTE='/predict' is invalid.*MLflow"):
+        load_settings({**GOOD, "SMOKE_ROUTE": "/predict"})
+
+
+def test_deadlines_of_the_waiting_states() -> None:
+    settings = load_settings(GOOD)
+    assert settings.training_deadline_hours == 72 and settings.deploy_deadline_minutes == 180
+    custom = load_settings({**GOOD, "DEPLOY_DEADLINE_MINUTES": "45"})
+    assert custom.deploy_deadline_minutes == 45
+    with pytest.raises(SettingsError, match="TRAINING_DEADLINE_HOURS"):
+        load_settings({**GOOD, "TRAINING_DEADLINE_HOURS": "0"})

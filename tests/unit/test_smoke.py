@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from local.ports import free_port
-from shared.adapters.scoring import HttpScorer, answer_text, request_body
+from shared.adapters.scoring import HttpScorer, answer_text, mlflow_text, request_body
 from shared.smoke import (
     KEEP_CHARS,
     Answer,
@@ -523,6 +523,42 @@ def test_chat_request_body_without_messages_sends_the_prompt_as_a_user_turn() ->
 )
 def test_answer_text(body: Any, chat: bool, text: str | None) -> None:
     assert answer_text(body, chat=chat) == text
+
+
+def test_score_route_sends_the_mlflow_input_data_shape() -> None:
+    body = request_body(target("/score"), SmokePrompt("Capital of France?"))
+
+    assert body == {
+        "input_data": {
+            "input_string": ["Capital of France?"],
+            "parameters": {"max_new_tokens": 64, "do_sample": False},
+        }
+    }
+
+
+def test_score_route_sends_a_chat_model_its_conversation() -> None:
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"})
+    chat = ScoringTarget(URI, "key", "green", route="/score", max_tokens=8, chat=True)
+
+    body = request_body(chat, SmokePrompt("Hi", None, messages))
+
+    assert body["input_data"]["input_string"] == [dict(m) for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ([{"0": "Paris"}], "Paris"),
+        (["Paris"], "Paris"),
+        ({"output": "Lima"}, "Lima"),
+        ([], None),
+        ([{"1": "Paris"}], None),
+        ({"choices": [{"text": "Paris"}]}, None),  # the OpenAI shape is not MLflow's
+        ("Paris", None),
+    ],
+)
+def test_mlflow_text(body: Any, text: str | None) -> None:
+    assert mlflow_text(body) == text
 
 
 def test_unreachable_endpoint_is_an_answer_not_an_exception() -> None:
