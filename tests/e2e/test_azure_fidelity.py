@@ -122,7 +122,9 @@ def test_an_mlflow_container_is_smoke_tested_on_score_with_input_data(
         run = _finished(host_settings, run_id)
     assert run.state is RunState.LIVE, (run.state, run.last_error)
     results = run.smoke["results"]
-    assert len(results) == 2 and all(r["status"] == 200 and r["answer"] for r in results)
+    # Up to SMOKE_PROMPT_COUNT (2) prompts: a random dataset's split may hold fewer.
+    assert 1 <= len(results) <= 2
+    assert all(r["status"] == 200 and r["answer"] for r in results)
 
 
 def test_a_route_the_container_does_not_serve_says_which_route_and_shape(
