@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared import hyperparameters
-from shared.datasets import Limits, Report, TaskType, validate
+from shared.datasets import Limits, LineError, Report, TaskType, validate
 from shared.errors import InvalidInput
 from shared.reconciler import reconcile
 from shared.runs import DatasetRef, Run, RunState, run_id_for
@@ -102,15 +102,15 @@ def accept_upload(
             **hyperparameters.check_overrides(overrides or {}),
         }
     except InvalidInput as exc:
-        return _reject(services, dataset, None, str(exc))
+        return _reject(services, dataset, None, str(exc), "invalid_metadata")
 
     limits = _limits(settings)
     if info.size > limits.max_file_bytes:
         too_big = (
-            f"file: {info.size:,} bytes is over the size limit of {limits.max_file_bytes:,} bytes "
+            f"{info.size:,} bytes is over the size limit of {limits.max_file_bytes:,} bytes "
             "(MAX_DATASET_BYTES); nothing was read"
         )
-        return _reject(services, dataset, None, too_big)
+        return _reject(services, dataset, None, too_big, "file_too_large")
     task = None if settings.task == "auto" else TaskType(settings.task)
     report = validate(store.chunks(name, info.etag), task, limits)
     if not report.valid:
@@ -201,11 +201,22 @@ def _summary(report: Report, hyper: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _reject(
-    services: Services, dataset: DatasetRef, report: Report | None, summary: str
+    services: Services,
+    dataset: DatasetRef,
+    report: Report | None,
+    summary: str,
+    code: str = "",
 ) -> IntakeResult:
+    """Record a REJECTED run and its report. Without a validation ``report`` (the file
+    was not read), the one file-level error has ``code``, in the report's shape."""
     run_id = f"rej-{dataset.upload_id}"
     base = f"{REPORTS_PREFIX}{dataset.name}.{dataset.upload_id}"
-    details = report.to_dict() if report is not None else {"valid": False, "errors": [summary]}
+    if report is None:
+        error = LineError(0, code, summary)
+        summary = str(error)
+        details: dict[str, Any] = {"valid": False, "error_count": 1, "errors": [error.to_dict()]}
+    else:
+        details = report.to_dict()
     document = {"dataset": dataset.url, "etag": dataset.etag, "summary": summary, **details}
     report_url = services.store.put_text(
         base + ".report.json", json.dumps(document, indent=2), "application/json"

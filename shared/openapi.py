@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 from shared import api
+from shared.datasets.report import ERROR_CODES
 from shared.hyperparameters import ALLOWED
 from shared.ledger import MAX_PAGE
 from shared.runs import RunState
@@ -236,7 +237,31 @@ def _run_schema() -> dict[str, Any]:
         },
         "sha256": _TEXT,
         "config": {**obj, "description": "The training configuration"},
-        "validation": {**obj, "description": "The dataset's validation summary"},
+        "validation": {
+            **obj,
+            "description": "The dataset's validation summary (the report of `python -m "
+            "shared.datasets`); `errors` lists the first problems, each with a stable code",
+            "properties": {
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["line", "code", "message"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "line": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "1-based line; 0 for the file as a whole",
+                            },
+                            "code": {"type": "string", "enum": sorted(ERROR_CODES)},
+                            "message": _TEXT,
+                        },
+                    },
+                },
+                "error_count": {"type": "integer", "minimum": 0},
+            },
+        },
         "report_url": {**_TEXT, "description": "A rejected dataset's report"},
         "training_data": _TEXT,
         "validation_data": _TEXT,

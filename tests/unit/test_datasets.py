@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.datasets import (
+    ERROR_CODES,
     Limits,
     LineError,
     Report,
@@ -83,7 +84,7 @@ def test_corpus_and_expectations_match() -> None:
 
 @pytest.mark.parametrize("name", CORPUS)
 def test_malformed_file_is_invalid_with_the_expected_first_error(name: str) -> None:
-    """Each file is invalid, and its first error has the expected line and message.
+    """Each file is invalid, and its first error has the expected line and code.
 
     File-level errors (line 0) are listed first; for a file whose problem is on
     a line, the expectation is about the first line-level error (a file whose
@@ -99,7 +100,8 @@ def test_malformed_file_is_invalid_with_the_expected_first_error(name: str) -> N
     else:
         first = next(error for error in report.errors if error.line > 0)
     assert first.line == expected["line"], report.errors
-    assert str(expected["message"]) in first.message, first
+    assert first.code == expected["code"], first
+    assert first.code in ERROR_CODES
 
 
 # Files whose problem is the file as a whole, or every line of it.
@@ -214,8 +216,8 @@ def test_trailing_blank_lines_are_ignored_but_inner_ones_are_errors() -> None:
     assert trailing.valid and trailing.lines == 13 and trailing.error_count == 0
     assert not inner.valid
     assert inner.errors == (
-        LineError(6, "blank line between records"),
-        LineError(7, "blank line between records"),
+        LineError(6, "blank_line", "blank line between records"),
+        LineError(7, "blank_line", "blank line between records"),
     )
 
 
@@ -267,7 +269,11 @@ def test_long_line_error_gives_its_size() -> None:
     report = validate(chunked(text_file(10) + long_line + b"\r\n", 5), None, limits)
 
     assert report.errors == (
-        LineError(11, f"line is {len(long_line):,} bytes, over the limit of 200 bytes per example"),
+        LineError(
+            11,
+            "line_too_long",
+            f"line is {len(long_line):,} bytes, over the limit of 200 bytes per example",
+        ),
     )
 
 
@@ -307,7 +313,7 @@ def test_too_few_examples_counts_only_valid_ones() -> None:
 
     assert report.examples == 9
     assert report.errors[0] == LineError(
-        0, "too few examples: only 9 valid examples, at least 10 needed"
+        0, "too_few_examples", "too few examples: only 9 valid examples, at least 10 needed"
     )
     assert report.errors[1].line == 10
     assert check(text_file(3), limits=Limits(min_examples=3)).valid
@@ -346,6 +352,7 @@ def test_task_is_detected_from_the_first_valid_record() -> None:
     assert text.errors == (
         LineError(
             1,
+            "no_assistant_message",
             "no message with role 'assistant' "
             "(a chat example needs a user and an assistant message)",
         ),
@@ -362,6 +369,7 @@ def test_records_of_the_other_format_are_errors() -> None:
     assert report.errors == (
         LineError(
             11,
+            "format_mismatch",
             "chat record in a text-completion file "
             "(it has 'messages'; the format was set by line 1)",
         ),
@@ -387,6 +395,7 @@ def test_no_task_without_a_valid_record() -> None:
     assert report.lengths is None
     assert report.errors[2] == LineError(
         2,
+        "unknown_format",
         "record has neither 'messages' (chat) nor 'prompt'/'completion' (text completion) fields",
     )
 
@@ -423,6 +432,7 @@ def test_surrogate_pairs_are_fine_and_lone_surrogates_are_not() -> None:
     assert report.errors == (
         LineError(
             1,
+            "lone_surrogate",
             "field 'completion' contains an unpaired UTF-16 surrogate \\udc00 (not valid Unicode)",
         ),
     )
