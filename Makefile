@@ -13,7 +13,7 @@ PY_IAC := $(VENV_IAC)/bin/python
 STAMP_IAC := $(VENV_IAC)/.installed
 CHECKOV_REPORT := .local-stack/checkov.json
 
-.PHONY: run demo test check check-infra test-azure lint format typecheck install emulator host clean
+.PHONY: run demo test test-fast check check-infra test-azure lint format typecheck install emulator host clean
 
 install: $(STAMP_PY) $(STAMP_NODE)
 
@@ -45,6 +45,19 @@ demo: install
 ## then the whole test suite (tests/infra already ran in check-infra).
 test: check check-infra
 	$(PY) -m pytest --ignore=tests/infra
+
+## make test-fast: the unit tests and the API's pure rules only: in-memory fakes of
+## the app's own ports, no Azurite, no emulator, no network; seconds, not minutes.
+## Then how much of the services (reconciler, intake, control) those tests reach.
+## Its data goes under .local-stack, which git ignores.
+FAST_TESTS := tests/unit tests/api/test_api_unit.py
+FAST_COVERAGE := COVERAGE_FILE=.local-stack/coverage-fast
+test-fast: $(STAMP_PY)
+	mkdir -p .local-stack
+	$(FAST_COVERAGE) $(PY) -m coverage run --branch --source=shared \
+		-m pytest -q -m "not integration" $(FAST_TESTS)
+	$(FAST_COVERAGE) $(PY) -m coverage report --show-missing \
+		--include=shared/reconciler.py,shared/intake.py,shared/control.py
 
 ## make check-infra: the deployment template (infra/), offline: every Bicep file
 ## parses (pycep), checkov finds no failed check and no parse error (skips are

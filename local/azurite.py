@@ -16,21 +16,17 @@ From a shell, in the foreground until Ctrl-C::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Self
+from types import FrameType
 
+from local.child import ChildExited, ChildNotReady, ChildProcess, StartStop, log_tail
 from local.ports import free_port, is_listening
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +59,7 @@ class _Ports:
     table: int
 
 
-class Azurite:
+class Azurite(StartStop):
     """One Azurite process serving Blob, Queue and Table on 127.0.0.1.
 
     Contract:
@@ -95,7 +91,7 @@ class Azurite:
         self._requested_ports = (blob_port, queue_port, table_port)
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
         self._ports: _Ports | None = None
         self._data_dir: Path | None = None
         self._owns_data_dir = False
@@ -147,18 +143,6 @@ class Azurite:
         """Block until Azurite exits on its own; return its exit code."""
         return self._require_process().wait()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # --- connection details --------------------------------------------------------
 
     @property
@@ -207,14 +191,11 @@ class Azurite:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of Azurite's output, or "" if there is none yet."""
         try:
-            with self.log_path.open("rb") as log:
-                # The log is small with --silent, but never read more than the end.
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - 64 * 1024))
-                text = log.read().decode("utf-8", errors="replace")
-        except (OSError, RuntimeError):
+            path = self.log_path
+        except RuntimeError:  # not started: no log yet
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        # The log is small with --silent, but never read more than its end.
+        return log_tail(path, lines)
 
     # --- internals -------------------------------------------------------------------
 
@@ -261,63 +242,47 @@ class Azurite:
             "--tablePort",
             str(ports.table),
         ]
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                # Own process group: stop() can signal everything Azurite spawned, and
-                # a Ctrl-C in the terminal reaches only us, so we stop it in order.
-                start_new_session=True,
-            )
+        # Own process group: stop() can signal everything Azurite spawned, and a
+        # Ctrl-C in the terminal reaches only us, so we stop it in order.
+        self._process = ChildProcess.start(command, log_path=self.log_path, cwd=self.data_dir)
 
     def _wait_until_ready(self) -> None:
-        process = self._require_process()
+        child = self._require_process()
         ports = self._require_ports()
         pending = [ports.blob, ports.queue, ports.table]
-        deadline = time.monotonic() + self._startup_timeout
-        while pending:
-            # Checked on every round so a crash (bad flag, port taken) fails at once
-            # instead of after the timeout, and so a port answered by some other
-            # process is not mistaken for ours.
-            if process.poll() is not None:
-                raise AzuriteStartError(
-                    f"Azurite exited with code {process.returncode} during start-up."
-                    f"{self._log_excerpt()}"
-                )
-            pending = [p for p in pending if not is_listening(HOST, p, timeout=0.5)]
-            if not pending:
-                break
-            if time.monotonic() >= deadline:
-                raise AzuriteStartError(
-                    f"Azurite did not accept connections on {HOST} port(s) "
-                    f"{', '.join(map(str, pending))} within {self._startup_timeout:g} s."
-                    f"{self._log_excerpt()}"
-                )
-            time.sleep(0.1)
-        # Azurite also exits with code 0 on an unknown option; catch a late exit.
-        if process.poll() is not None:
+
+        def listening() -> bool:
+            pending[:] = [p for p in pending if not is_listening(HOST, p, timeout=0.5)]
+            return not pending
+
+        # The child's exit is checked on every round, so a crash (bad flag, port
+        # taken) fails at once instead of after the timeout.
+        try:
+            child.wait_ready(listening, self._startup_timeout, interval=0.1)
+        except ChildExited:
+            raise self._exited(child) from None
+        except ChildNotReady:
             raise AzuriteStartError(
-                f"Azurite exited with code {process.returncode} during start-up."
+                f"Azurite did not accept connections on {HOST} port(s) "
+                f"{', '.join(map(str, pending))} within {self._startup_timeout:g} s."
                 f"{self._log_excerpt()}"
-            )
+            ) from None
+        # Azurite also exits with code 0 on an unknown option, and a port answered by
+        # some other process must not be mistaken for ours: catch a late exit.
+        if child.poll() is not None:
+            raise self._exited(child)
+
+    def _exited(self, child: ChildProcess) -> AzuriteStartError:
+        return AzuriteStartError(
+            f"Azurite exited with code {child.returncode} during start-up.{self._log_excerpt()}"
+        )
 
     def _terminate(self) -> None:
-        process = self._process
-        if process is None:
+        child = self._process
+        if child is None:
             return
         self._process = None
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=self._stop_timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        # Sweep anything left in the group after the leader is gone.
-        _signal_group(process.pid, signal.SIGKILL)
+        child.stop(self._stop_timeout, group=True)
 
     def _log_excerpt(self) -> str:
         tail = self.log_tail()
@@ -333,7 +298,7 @@ class Azurite:
             raise RuntimeError("Azurite has not been started; its ports are not known yet")
         return self._ports
 
-    def _require_process(self) -> subprocess.Popen[bytes]:
+    def _require_process(self) -> ChildProcess:
         if self._process is None:
             raise RuntimeError("Azurite is not running")
         return self._process
@@ -357,12 +322,6 @@ def _port_in_use(log: str) -> int | None:
     """The port in Node's "listen EADDRINUSE: ... HOST:PORT" message, if logged."""
     match = _EADDRINUSE.search(log)
     return int(match.group(1)) if match else None
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    # ProcessLookupError: the group is already gone, which is what we wanted.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
 
 
 # --- command line ------------------------------------------------------------------

@@ -23,20 +23,16 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from local.child import ChildExited, ChildNotReady, ChildProcess, StartStop
 from local.functions_host import keys as host_keys
 from local.functions_host.config import HostStartError, default_host_id, read_host_json
 
@@ -46,7 +42,7 @@ READY_FILE = "ready.json"
 SETTINGS_FILE = "local.settings.json"
 
 
-class FunctionsHost:
+class FunctionsHost(StartStop):
     def __init__(
         self,
         app_dir: Path,
@@ -79,7 +75,7 @@ class FunctionsHost:
         self.grace_seconds = grace_seconds
         self.startup_timeout = startup_timeout
         self.python = python
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
         self._state_dir: Path | None = None
         self._owns_state_dir = False
         self._keys: host_keys.HostKeys | None = None
@@ -128,18 +124,10 @@ class FunctionsHost:
         python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         environment["PYTHONPATH"] = os.pathsep.join(python_path)
         self.returncode = None
-        with self.log_path.open("ab") as log:
-            log.write(f"--- starting: {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.app_dir,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop it
-            )
+        # A session of its own: a terminal's Ctrl-C reaches us, and we stop it.
+        self._process = ChildProcess.start(
+            command, log_path=self.log_path, cwd=self.app_dir, env=environment, append=True
+        )
         try:
             self._wait_ready(ready_path)
         except BaseException:
@@ -148,62 +136,35 @@ class FunctionsHost:
         self._keys = host_keys.with_overrides(host_keys.load_or_create(state_dir), self.values)
 
     def _wait_ready(self, ready_path: Path) -> None:
-        process = self._require_process()
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if ready_path.exists():
-                self._ready = json.loads(ready_path.read_text(encoding="utf-8"))
-                return
-            if process.poll() is not None:
-                raise HostStartError(
-                    f"the Functions host exited with code {process.returncode} during "
-                    f"start-up.\n{self.log_tail()}"
-                )
-            if time.monotonic() >= deadline:
-                raise HostStartError(
-                    f"the Functions host did not start within {self.startup_timeout:g}s.\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        try:
+            self._require_process().wait_ready(ready_path.exists, self.startup_timeout)
+        except ChildExited as exited:
+            raise HostStartError(
+                f"the Functions host exited with code {exited.returncode} during "
+                f"start-up.\n{self.log_tail()}"
+            ) from None
+        except ChildNotReady:
+            raise HostStartError(
+                f"the Functions host did not start within {self.startup_timeout:g}s.\n"
+                f"{self.log_tail()}"
+            ) from None
+        self._ready = json.loads(ready_path.read_text(encoding="utf-8"))
 
     def stop(self) -> None:
-        process = self._process
-        if process is not None:
+        child = self._process
+        if child is not None:
             self._process = None
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=self.grace_seconds + 15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-            self.returncode = process.returncode
+            # SIGTERM to the host alone: it finishes or abandons its invocations and
+            # stops what it started; the group is killed only if it overstays.
+            self.returncode = child.stop(self.grace_seconds + 15, group=False)
         if self._owns_state_dir and self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._owns_state_dir = False
 
     def kill(self) -> None:
         """SIGKILL the host and everything it started, as a crash would: no clean-up."""
-        process = self._require_process()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        self.returncode = process.returncode
+        self.returncode = self._require_process().kill()
         self._process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- what a client needs -----------------------------------------------------------
 
@@ -274,7 +235,7 @@ class FunctionsHost:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def _require_process(self) -> subprocess.Popen[bytes]:
+    def _require_process(self) -> ChildProcess:
         if self._process is None:
             raise RuntimeError("the host is not running")
         return self._process

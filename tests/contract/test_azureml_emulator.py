@@ -30,6 +30,7 @@ from azure.ai.ml.entities import Data, Model
 from azure.ai.ml.exceptions import MlException
 from azure.ai.ml.finetuning import FineTuningTaskType
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpResponse
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azureml_emulator import AzureMLEmulator
@@ -455,7 +456,9 @@ def test_endpoint_and_deployment_round_trip(
         assert deployment.model == text_models.english.id
         assert deployment.instance_type == INSTANCE_TYPE
         assert deployment.instance_count == 1
+        assert deployment.liveness_probe is not None
         assert deployment.liveness_probe.initial_delay == 600
+        assert deployment.request_settings is not None
         assert deployment.request_settings.request_timeout_ms == 90000
     assert [d.name for d in listed] == ["blue"]
 
@@ -596,7 +599,7 @@ def test_throttling_surfaces_429_with_retry_after(
 
     for error in errors:
         assert error.status_code == 429
-        assert error.response is not None
+        assert isinstance(error.response, HttpResponse)
         assert error.response.headers["Retry-After"] == "17"
     assert recovered.name == name
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from azure.ai.ml import MLClient
+from azure.ai.ml._restclient.runhistory.models import RootError, RunHistoryErrorResponse
 from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -211,10 +212,18 @@ def test_children_list_the_steps_and_the_failed_one_has_the_reason(
     }
     assert failed.name == f"{name}_finetune_step"
     assert failed_details.parent_run_id == name
-    assert failed_details.error.error.code == "UserError"
-    assert failed_details.error.error.message == INJECTED
-    assert ml_client.jobs._runs_operations.get_run(failed.name).error.error.message == INJECTED
-    assert parent_details.error.error.message == CHILD_FAILED
+    failed_error = _root_error(failed_details.error)
+    assert (failed_error.code, failed_error.message) == ("UserError", INJECTED)
+    assert _root_error(ml_client.jobs._runs_operations.get_run(failed.name).error).message == (
+        INJECTED
+    )
+    assert _root_error(parent_details.error).message == CHILD_FAILED
+
+
+def _root_error(response: RunHistoryErrorResponse | None) -> RootError:
+    """A run's error as run history reports it (both levels are Optional in the SDK)."""
+    assert response is not None and response.error is not None
+    return response.error
 
 
 def test_a_completed_job_lists_every_step_completed(

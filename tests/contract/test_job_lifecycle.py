@@ -18,6 +18,7 @@ from azure.ai.ml import MLClient
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.rest import HttpResponse
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from tests.support.azureml import EmulatorAdmin, wait_until
@@ -81,8 +82,8 @@ def test_a_duplicate_job_name_is_a_400_user_error_not_a_conflict(
     assert error.status_code == 400
     assert error.error is not None
     assert error.error.code == "UserError"
-    assert error.error.message.startswith(DUPLICATE)
-    assert error.response is not None
+    assert (error.error.message or "").startswith(DUPLICATE)
+    assert isinstance(error.response, HttpResponse)
     body = error.response.json()["error"]
     assert body["details"] == []
     [inner] = [i for i in body["additionalInfo"] if i["type"] == "InnerError"]

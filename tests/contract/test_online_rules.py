@@ -18,6 +18,7 @@ import pytest
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import ManagedOnlineEndpoint, Model
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpResponse
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azurite import Azurite
@@ -68,7 +69,7 @@ def names(ml_client: MLClient, other_workspace: MLClient) -> Iterator[list[str]]
 
 
 def error_body(error: HttpResponseError) -> dict[str, Any]:
-    assert error.response is not None
+    assert isinstance(error.response, HttpResponse)
     body: dict[str, Any] = error.response.json()["error"]
     return body
 
@@ -158,8 +159,9 @@ def test_a_deployment_over_quota_is_refused_at_once_with_the_reason_in_details(
     [detail] = error.error.details
     assert detail.code == "InferencingClientCreateDeploymentFailed"
     prefix = "InferencingClient HttpRequestException for InferencingClientCreateDeploymentFailed: "
-    assert detail.message.startswith(prefix)
-    problem = json.loads(detail.message.removeprefix(prefix))
+    message = detail.message or ""
+    assert message.startswith(prefix)
+    problem = json.loads(message.removeprefix(prefix))
     assert problem["status"] == 400
     assert problem["title"] == "One or more validation errors occurred."
     [sentence] = problem["errors"]["VmSize"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -112,7 +113,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_the_api_keeps_to_its_openapi_document(
-    case: schemathesis.Case, host: FunctionsHost
+    case: schemathesis.Case[Any], host: FunctionsHost
 ) -> None:
     case.call_and_validate(base_url=host.base_url, headers={"x-functions-key": host.function_key})
 

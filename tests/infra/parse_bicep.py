@@ -24,7 +24,7 @@ from pycep import BicepParser
 def parse_tree(root: Path) -> dict[str, dict[str, object]]:
     parser = BicepParser()
     files: dict[str, object] = {}
-    errors: dict[str, str] = {}
+    errors: dict[str, object] = {}
     for path in sorted(root.rglob("*.bicep")):
         name = path.relative_to(root).as_posix()
         try:

@@ -62,7 +62,7 @@ SCOPE_SETTINGS = {
 
 # What the deployment itself must pin, beyond what the code requires: the
 # identity plumbing, and values whose app defaults are wrong on Azure.
-DEPLOYMENT_SETTINGS = [
+DEPLOYMENT_SETTINGS: list[tuple[str, ...]] = [
     ("AZURE_CLIENT_ID",),  # DefaultAzureCredential -> the user-assigned identity
     ("APPLICATIONINSIGHTS_CONNECTION_STRING",),
     ("APPLICATIONINSIGHTS_AUTHENTICATION_STRING",),
@@ -118,7 +118,7 @@ def required_by_settings() -> list[tuple[str, ...]]:
     """The settings ``load_settings`` cannot do without: each problem of an empty environment."""
     with pytest.raises(SettingsError) as caught:
         load_settings({})
-    required = []
+    required: list[tuple[str, ...]] = []
     for problem in caught.value.problems:
         match = re.match(r"^([A-Za-z_]\w*(?: or [A-Za-z_]\w*)*) is missing", problem)
         if match:
@@ -130,7 +130,7 @@ def required_connections(functions: dict[str, list[dict[str, Any]]]) -> list[tup
     """The identity-based connection settings the code's clients and the host read."""
     # shared/services.py: the ledger is a table of LEDGER_CONNECTION, the datasets
     # are blobs of DATASET_CONNECTION; the host's own storage needs all three.
-    required = [
+    required: list[tuple[str, ...]] = [
         (f"{LEDGER_CONNECTION}__tableServiceUri",),
         (f"{DATASET_CONNECTION}__blobServiceUri",),
         (f"{LEDGER_CONNECTION}__blobServiceUri",),

@@ -51,12 +51,15 @@ def finetuning_job(
     *,
     name: str,
     prefix: str,
-    training: str,
-    validation: str,
+    training: str | None,
+    validation: str | None,
     task: str = FineTuningTaskType.TEXT_COMPLETION,
     experiment: str = "contract-tests",
     tags: dict[str, str] | None = None,
 ) -> Any:
+    """A fine-tuning job spec. ``training``/``validation`` are data asset ids as the SDK
+    types them (``Data.id`` is Optional); a registered asset always has one."""
+    assert training is not None and validation is not None, "data asset without an id"
     return create_finetuning_job(
         model=BASE_MODEL,
         task=task,

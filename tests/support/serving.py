@@ -64,7 +64,9 @@ def create_endpoint(ml_client: MLClient, name: str) -> ManagedOnlineEndpoint:
     return endpoint
 
 
-def deployment_spec(endpoint: str, name: str, model_id: str) -> ManagedOnlineDeployment:
+def deployment_spec(endpoint: str, name: str, model_id: str | None) -> ManagedOnlineDeployment:
+    """``model_id``: a model's id as the SDK types it (``Model.id`` is Optional)."""
+    assert model_id is not None, "model without an id"
     return ManagedOnlineDeployment(
         name=name,
         endpoint_name=endpoint,
@@ -76,7 +78,9 @@ def deployment_spec(endpoint: str, name: str, model_id: str) -> ManagedOnlineDep
     )
 
 
-def deploy(ml_client: MLClient, endpoint: str, name: str, model_id: str) -> ManagedOnlineDeployment:
+def deploy(
+    ml_client: MLClient, endpoint: str, name: str, model_id: str | None
+) -> ManagedOnlineDeployment:
     poller = ml_client.online_deployments.begin_create_or_update(
         deployment_spec(endpoint, name, model_id)
     )

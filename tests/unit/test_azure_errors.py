@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import requests
 from azure.core.exceptions import HttpResponseError
@@ -21,7 +22,8 @@ WS = (
 
 def _error(status: int, body: dict[str, object]) -> HttpResponseError:
     """What the SDK's generated operations raise: the ARM error body parsed."""
-    response = RestRequestsTransportResponse(
+    # Typed read-only and constructed untyped in azure-core; set here as the transport does.
+    response: Any = RestRequestsTransportResponse(  # type: ignore[no-untyped-call]
         request=HttpRequest("PUT", "https://management.azure.com" + WS),
         internal_response=requests.Response(),
     )

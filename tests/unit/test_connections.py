@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.connections import (
-    _connection,
     _identity,
     app_credential,
     connection_credential,
 )
 from shared.errors import SettingsError
+from shared.settings import storage_connection
 
 
 def test_service_uris_account_names_and_the_blob_only_alias() -> None:
@@ -20,13 +20,22 @@ def test_service_uris_account_names_and_the_blob_only_alias() -> None:
         "AzureWebJobsStorage__serviceUri": "https://h.blob.core.windows.net",
         "AzureWebJobsStorage__tableServiceUri": "https://h.table.core.windows.net",
     }
-    assert _connection(env, "DATASET_STORAGE", "blob") == ("url", "https://d.blob.core.windows.net")
-    assert _connection(env, "AzureWebJobsStorage", "blob")[1] == "https://h.blob.core.windows.net"
-    assert _connection(env, "AzureWebJobsStorage", "table")[1] == "https://h.table.core.windows.net"
+    assert storage_connection(env, "DATASET_STORAGE", "blob") == (
+        "url",
+        "https://d.blob.core.windows.net",
+    )
+    assert (
+        storage_connection(env, "AzureWebJobsStorage", "blob")[1]
+        == "https://h.blob.core.windows.net"
+    )
+    assert (
+        storage_connection(env, "AzureWebJobsStorage", "table")[1]
+        == "https://h.table.core.windows.net"
+    )
     named = {"X__accountName": "acct"}
-    assert _connection(named, "X", "table") == ("url", "https://acct.table.core.windows.net")
+    assert storage_connection(named, "X", "table") == ("url", "https://acct.table.core.windows.net")
     with pytest.raises(SettingsError, match="X__blobServiceUri"):
-        _connection({}, "X", "blob")
+        storage_connection({}, "X", "blob")
 
 
 def test_the_user_assigned_identity_is_the_one_named() -> None:
