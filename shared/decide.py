@@ -32,6 +32,7 @@ the run entered its state (``Run.state_since``); ``now`` is the only clock.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,11 +90,33 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class RunPatch:
+    """The run fields a decision sets; None leaves a field as it is."""
+
+    activity: str | None = None
+    job_name: str | None = None
+    job_status: str | None = None
+    endpoint: str | None = None
+    deployment: str | None = None
+    model_name: str | None = None
+    model_id: str | None = None
+    previous_deployments: Mapping[str, int] | None = None
+    smoke: Mapping[str, Any] | None = None
+    last_error: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The fields to set, for ``Run.moved_to`` / ``Run.updated``."""
+        return {
+            f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     actions: tuple[Action, ...] = ()
     state: RunState | None = None  # move here once the actions succeeded
     detail: str = ""
-    changes: Mapping[str, Any] = field(default_factory=dict)
+    changes: RunPatch = field(default_factory=lambda: RunPatch())
     recheck_seconds: float | None = None  # when staying put: next look
 
 
@@ -145,7 +168,7 @@ def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) 
     if decision.state is not None or decision.actions or waited < deadline:
         return decision
     setting, unit_seconds, unit = _DEADLINE_SETTING[run.state]
-    waiting_on = str(decision.changes.get("activity") or run.activity or run.state.value)
+    waiting_on = decision.changes.activity or run.activity or run.state.value
     reason = (
         f"gave up after {waited / unit_seconds:.4g}{unit} in {run.state.value} "
         f"(deadline {deadline / unit_seconds:.4g}{unit}, {setting}): still {waiting_on}"
@@ -155,17 +178,17 @@ def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) 
             actions=(Action.CANCEL_JOB,),
             state=RunState.TRAINING_FAILED,
             detail=reason + f"; job {run.job_name or run.run_id} cancelled",
-            changes={"last_error": reason, "activity": ""},
+            changes=RunPatch(last_error=reason, activity=""),
         )
     if run.state is RunState.PROMOTING:
         # Traffic may be partly moved: nothing to undo safely; say so loudly.
-        return Decision(state=RunState.FAILED, detail=reason, changes={"last_error": reason})
+        return Decision(state=RunState.FAILED, detail=reason, changes=RunPatch(last_error=reason))
     state = RunState.DEPLOY_FAILED if run.state is RunState.DEPLOYING else RunState.ROLLED_BACK
     return Decision(
         actions=() if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,),
         state=state,
         detail=reason,
-        changes={"last_error": reason, "activity": ""},
+        changes=RunPatch(last_error=reason, activity=""),
     )
 
 
@@ -184,8 +207,16 @@ def _cancel(run: Run, observed: Observed) -> Decision:
     return Decision(actions=actions, state=RunState.CANCELED, detail=detail)
 
 
-def _wait(activity: str, seconds: float, **changes: Any) -> Decision:
-    return Decision(changes={"activity": activity, **changes}, recheck_seconds=seconds)
+def _wait(
+    activity: str,
+    seconds: float,
+    *,
+    job_status: str | None = None,
+    model_id: str | None = None,
+) -> Decision:
+    """Stay put, saying what the run waits on, and look again in ``seconds``."""
+    patch = RunPatch(activity=activity, job_status=job_status, model_id=model_id)
+    return Decision(changes=patch, recheck_seconds=seconds)
 
 
 def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
@@ -199,12 +230,12 @@ def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
             actions=(Action.PREPARE_DATA,),
             state=RunState.TRAINING,
             detail=f"adopted existing job {job.name} ({job.status})",
-            changes={
-                "job_name": job.name,
-                "job_status": job.status,
-                "activity": "training",
-                "endpoint": endpoint,
-            },
+            changes=RunPatch(
+                job_name=job.name,
+                job_status=job.status,
+                activity="training",
+                endpoint=endpoint,
+            ),
         )
     # Endpoint names are unique per region across all customers: claim ours now
     # (an endpoint without deployments costs nothing), so a taken name fails the
@@ -215,7 +246,7 @@ def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
         state=RunState.TRAINING,
         detail=(f"endpoint {endpoint} claimed; " if claim else "")
         + "data assets registered, fine-tuning job submitted",
-        changes={"activity": "training", "endpoint": endpoint},
+        changes=RunPatch(activity="training", endpoint=endpoint),
     )
 
 
@@ -225,33 +256,33 @@ def _training(run: Run, observed: Observed, policy: Policy) -> Decision:
         return Decision(
             state=RunState.FAILED,
             detail=f"job {run.job_name} no longer exists in the workspace",
-            changes={"last_error": f"job {run.job_name} not found"},
+            changes=RunPatch(last_error=f"job {run.job_name} not found"),
         )
     if job.status == "Completed":
         model = job.output_model or run.run_id
         return Decision(
             state=RunState.DEPLOYING,
             detail=f"job {job.name} completed; output model {model}",
-            changes={
-                "job_status": job.status,
-                "activity": "deploying",
-                "endpoint": run.endpoint or policy.endpoint_name,
-                "deployment": run.deployment or run.run_id,
-                "model_name": model,
-            },
+            changes=RunPatch(
+                job_status=job.status,
+                activity="deploying",
+                endpoint=run.endpoint or policy.endpoint_name,
+                deployment=run.deployment or run.run_id,
+                model_name=model,
+            ),
         )
     if job.status in JOB_FAILED:
         reason = f"job {job.name} {job.status}" + (f": {job.error}" if job.error else "")
         return Decision(
             state=RunState.TRAINING_FAILED,
             detail=reason,
-            changes={"job_status": job.status, "last_error": reason},
+            changes=RunPatch(job_status=job.status, last_error=reason),
         )
     if job.status in JOB_CANCELED:
         return Decision(
             state=RunState.CANCELED,
             detail=f"job {job.name} was canceled",
-            changes={"job_status": job.status},
+            changes=RunPatch(job_status=job.status),
         )
     if job.status not in JOB_ACTIVE:
         # Paused or a status this app does not know: keep watching, say so.
@@ -266,31 +297,30 @@ def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
     model_id = run.model_id or (observed.model.id if observed.model else "")
     if not model_id:
         return _wait(f"waiting for model {run.model_name or run.run_id} to be registered", poll)
-    found = {"model_id": model_id}
     endpoint = observed.endpoint
     if endpoint is None:
         return Decision(
             actions=(Action.CREATE_ENDPOINT,),
-            changes={"activity": "creating endpoint", **found},
+            changes=RunPatch(activity="creating endpoint", model_id=model_id),
             recheck_seconds=poll,
         )
     if endpoint.provisioning_state != SUCCEEDED:
         if endpoint.provisioning_state in PROVISIONING:
-            return _wait(f"endpoint {endpoint.provisioning_state}", poll, **found)
+            return _wait(f"endpoint {endpoint.provisioning_state}", poll, model_id=model_id)
         return Decision(
             state=RunState.DEPLOY_FAILED,
             detail=f"endpoint {endpoint.name} is {endpoint.provisioning_state}",
-            changes={"last_error": f"endpoint {endpoint.name} {endpoint.provisioning_state}"},
+            changes=RunPatch(last_error=f"endpoint {endpoint.name} {endpoint.provisioning_state}"),
         )
     deployment = observed.deployment
     if deployment is None:
         return Decision(
             actions=(Action.CREATE_DEPLOYMENT,),
-            changes={"activity": "creating deployment at 0% traffic", **found},
+            changes=RunPatch(activity="creating deployment at 0% traffic", model_id=model_id),
             recheck_seconds=poll,
         )
     if deployment.provisioning_state in PROVISIONING:
-        return _wait(f"deployment {deployment.provisioning_state}", poll, **found)
+        return _wait(f"deployment {deployment.provisioning_state}", poll, model_id=model_id)
     if deployment.provisioning_state != SUCCEEDED:
         reason = f"deployment {deployment.name} {deployment.provisioning_state}" + (
             f": {observed.deployment_error}" if observed.deployment_error else ""
@@ -300,13 +330,15 @@ def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
             actions=actions,
             state=RunState.DEPLOY_FAILED,
             detail=reason,
-            changes={"last_error": reason, **found},
+            changes=RunPatch(last_error=reason, model_id=model_id),
         )
     previous = {n: w for n, w in endpoint.traffic.items() if n != deployment.name and w > 0}
     return Decision(
         state=RunState.SMOKE_TESTING,
         detail=f"deployment {deployment.name} is up at 0% traffic",
-        changes={"previous_deployments": previous, "activity": "smoke testing", **found},
+        changes=RunPatch(
+            previous_deployments=previous, activity="smoke testing", model_id=model_id
+        ),
     )
 
 
@@ -315,7 +347,9 @@ def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
     if deployment is None or deployment.provisioning_state != SUCCEEDED:
         state = deployment.provisioning_state if deployment else "gone"
         reason = f"deployment {run.deployment} is {state} before its smoke test"
-        return Decision(state=RunState.DEPLOY_FAILED, detail=reason, changes={"last_error": reason})
+        return Decision(
+            state=RunState.DEPLOY_FAILED, detail=reason, changes=RunPatch(last_error=reason)
+        )
     if smoke is None:
         return _wait("smoke testing", policy.deploy_poll_seconds)
     if smoke.passed:
@@ -323,14 +357,14 @@ def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
             actions=(Action.SHIFT_TRAFFIC,),
             state=RunState.PROMOTING,
             detail=f"smoke test passed ({len(smoke.results)} prompts); shifting traffic",
-            changes={"smoke": smoke.to_dict(), "activity": "shifting traffic"},
+            changes=RunPatch(smoke=smoke.to_dict(), activity="shifting traffic"),
         )
     actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
     return Decision(
         actions=actions,
         state=RunState.ROLLED_BACK,
         detail=f"smoke test failed: {smoke.reason}",
-        changes={"smoke": smoke.to_dict(), "last_error": f"smoke test failed: {smoke.reason}"},
+        changes=RunPatch(smoke=smoke.to_dict(), last_error=f"smoke test failed: {smoke.reason}"),
     )
 
 
@@ -340,13 +374,15 @@ def _promoting(run: Run, observed: Observed, policy: Policy) -> Decision:
     if endpoint is None or endpoint.provisioning_state not in (SUCCEEDED, *PROVISIONING):
         state = endpoint.provisioning_state if endpoint else "gone"
         reason = f"endpoint {run.endpoint} is {state} while shifting traffic"
-        return Decision(state=RunState.ROLLED_BACK, detail=reason, changes={"last_error": reason})
+        return Decision(
+            state=RunState.ROLLED_BACK, detail=reason, changes=RunPatch(last_error=reason)
+        )
     if endpoint.provisioning_state != SUCCEEDED:
         return _wait(f"traffic update {endpoint.provisioning_state}", poll)
     if endpoint.traffic.get(run.deployment, 0) != 100:
         return Decision(
             actions=(Action.SHIFT_TRAFFIC,),
-            changes={"activity": "shifting traffic (again)"},
+            changes=RunPatch(activity="shifting traffic (again)"),
             recheck_seconds=poll,
         )
     actions = (
@@ -359,5 +395,5 @@ def _promoting(run: Run, observed: Observed, policy: Policy) -> Decision:
         actions=actions,
         state=RunState.LIVE,
         detail=f"serving 100% of {endpoint.name}; previous: {retired}",
-        changes={"activity": "serving"},
+        changes=RunPatch(activity="serving"),
     )

@@ -9,6 +9,7 @@ which refuses any transition not in ``TRANSITIONS``::
     TRAINING -> TRAINING_FAILED | CANCELED | DEPLOYING
     DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING (new deployment up, at 0% traffic)
     SMOKE_TESTING -> PROMOTING (smoke passed, traffic shifting) | ROLLED_BACK
+                   | DEPLOY_FAILED (the deployment vanished or failed first)
     PROMOTING -> LIVE (serving 100%, previous deployment retired) | ROLLED_BACK
     any active state -> FAILED (a permanent error) | CANCELED
 
@@ -56,7 +57,10 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.REGISTERING_DATA: frozenset({RunState.TRAINING, *_ANY_ACTIVE}),
     RunState.TRAINING: frozenset({RunState.TRAINING_FAILED, RunState.DEPLOYING, *_ANY_ACTIVE}),
     RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
-    RunState.SMOKE_TESTING: frozenset({RunState.PROMOTING, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
+    # The deployment can vanish or fail before its smoke test: a failed deployment.
+    RunState.SMOKE_TESTING: frozenset(
+        {RunState.PROMOTING, RunState.ROLLED_BACK, RunState.DEPLOY_FAILED, *_ANY_ACTIVE}
+    ),
     RunState.PROMOTING: frozenset({RunState.LIVE, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
 }
 
