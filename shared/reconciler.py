@@ -6,7 +6,9 @@ trigger at any time: it moves the run forward from whatever state it is in.
 - **One at a time.** The run is leased (a compare-and-swap write of an owner
   and an expiry) before anything is done; a run leased by another live
   reconcile is left alone. A lost race is not an error: the run is picked up
-  again later.
+  again later. The lease is short (15 s) and renewed by a heartbeat while the
+  step works, so a slow step keeps it and a crashed one frees the run within
+  seconds; the protocol and its invariants are in ``shared/lease.py``.
 - **Error families.** A ``RetryableError`` leaves the run where it was with a
   next-check time (exponential backoff with jitter, at least the service's
   ``Retry-After``); a ``PermanentError`` ends the run FAILED (DEPLOY_FAILED
@@ -27,6 +29,7 @@ import random
 import uuid
 from typing import Any
 
+from shared import lease as leases
 from shared.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
 from shared.datasets import iter_lines
 from shared.decide import Action, Decision, Observed, Policy, decide
@@ -52,7 +55,6 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 600.0
-LEASE_SECONDS = 120.0
 _OBSERVES_JOB = {RunState.REGISTERING_DATA, RunState.TRAINING}
 
 
@@ -91,30 +93,36 @@ def reconcile(services: Services, run_id: str) -> Run | None:
             log.info("run %s is being reconciled elsewhere; left alone", run_id)
             return run
         try:
-            leased = services.ledger.replace(
-                stored,
-                dataclasses.replace(
-                    run,
-                    lease_owner=owner,
-                    lease_until=now + dt.timedelta(seconds=LEASE_SECONDS),
-                ),
-            )
-            return _step(services, leased)
+            return _step(services, leases.take(services.ledger, stored, owner, now))
         except ConcurrencyConflict:
             log.info("run %s changed while reconciling; re-reading", run_id)
     latest = services.ledger.get(run_id)
     return latest.run if latest else None
 
 
-def _step(services: Services, stored: StoredRun) -> Run:
-    run, now = stored.run, services.now()
+def _step(services: Services, leased: StoredRun) -> Run:
+    """One step under the lease: work while a heartbeat renews it, stop the heartbeat,
+    then save the result over the newest version the lease wrote (``shared/lease.py``).
+    A lost lease raises ``LeaseLost`` (a ``ConcurrencyConflict``) and saves nothing."""
+    with leases.Heartbeat(services.ledger, leased, services.now) as heartbeat:
+        updated = _advance(services, leased.run, heartbeat)
+    saved = services.ledger.replace(heartbeat.newest(), _unleased(updated))
+    return _publish(services, saved)
+
+
+def _advance(services: Services, run: Run, heartbeat: leases.Heartbeat) -> Run:
+    """The run after one step: observed, decided, acted on (never saved here)."""
+    now = services.now()
     updated = run
     if run.active:
         try:
             observed = _gather(services, run)
             decision = decide(run, observed, policy_of(services), now)
+            heartbeat.check()  # act on Azure only while the run is still ours
             produced = _act(services, run, observed, decision)
             updated = _apply(run, decision, produced, now)
+        except leases.LeaseLost:
+            raise  # another writer has the run: record nothing over it
         except RetryableError as exc:
             updated = _retry_or_give_up(services, run, now, str(exc), exc.retry_after)
         except PermanentError as exc:
@@ -129,10 +137,11 @@ def _step(services: Services, stored: StoredRun) -> Run:
             updated = _retry_or_give_up(services, run, now, error, None)
         if updated.state != run.state:
             log.info("run %s moved %s -> %s", run.run_id, run.state, updated.state)
+            if updated.state in (RunState.FAILED, RunState.DEPLOY_FAILED):
+                _stop_what_it_started(services, run)
         if updated.state.terminal and run.endpoint:
             _release(services, updated)
-    saved = services.ledger.replace(stored, _unleased(updated))
-    return _publish(services, saved)
+    return updated
 
 
 def _retry_or_give_up(
@@ -148,6 +157,24 @@ def _retry_or_give_up(
     delay = backoff_seconds(run.attempts, retry_after, random.Random())
     log.warning("run %s: retrying in %.0fs after: %s", run.run_id, delay, error)
     return run.retry_later(now, error, delay)
+
+
+def _stop_what_it_started(services: Services, run: Run) -> None:
+    """Best effort, for a run ended by an error (not by a decision, which cleans up
+    itself): cancel its job, or remove its deployment at 0%, so nothing keeps
+    running on GPUs that no run watches any more. Both are idempotent."""
+    azureml = services.azureml
+    try:
+        if run.state is RunState.TRAINING:
+            azureml.cancel_job(run.job_name or run.run_id)
+        elif (
+            run.state in (RunState.DEPLOYING, RunState.SMOKE_TESTING)
+            and run.deployment
+            and not services.settings.keep_failed_deployment
+        ):
+            azureml.begin_delete_deployment(run.endpoint, run.deployment)
+    except Exception as exc:  # clean-up must never hide the error that ended the run
+        log.warning("run %s: could not stop what it started: %s", run.run_id, exc)
 
 
 def _unleased(run: Run) -> Run:
@@ -279,7 +306,7 @@ def _act(services: Services, run: Run, observed: Observed, decision: Decision) -
     """Carry out the decision's actions; returns the fields they produced."""
     azureml, settings = services.azureml, services.settings
     changes: dict[str, Any] = {}
-    fields = {**decision.changes}
+    fields = decision.changes.fields()
     for action in decision.actions:
         if action is Action.PREPARE_DATA:
             changes.update(_prepare_data(services, run))
@@ -321,7 +348,7 @@ def _act(services: Services, run: Run, observed: Observed, decision: Decision) -
 
 
 def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datetime) -> Run:
-    changes = {**decision.changes, **produced}
+    changes = {**decision.changes.fields(), **produced}
     if decision.state is not None:
         return run.moved_to(decision.state, now, decision.detail, **changes)
     if not changes and decision.recheck_seconds is None:

@@ -440,6 +440,21 @@ def test_a_missing_validation_split_fails_the_run_with_the_reason(h: Harness) ->
     assert run.state is RunState.FAILED
     assert "is gone: no smoke prompts" in run.last_error
     assert h.ledger.locks[EP] == ""
+    # Nothing is left running at 0% traffic for a run that ended.
+    assert (EP, run_id) not in h.azureml.deployments
+
+
+def test_a_training_run_ended_by_an_error_cancels_its_job(h: Harness) -> None:
+    h.configure(max_attempts=1)
+    h.azureml.job_statuses = ("Running",) * 50
+    run_id = accept(h)
+    run = step(h, run_id)
+    assert run.state is RunState.TRAINING
+    h.azureml.fail("get_job", RetryableError("503 Service Unavailable"))
+    h.clock.advance(3600)
+    run = step(h, run_id)
+    assert run.state is RunState.FAILED and "MAX_ATTEMPTS=1" in run.last_error
+    assert h.azureml.jobs[run.job_name or run_id].cancelled  # no GPU left running
 
 
 def test_a_validation_split_without_a_usable_prompt_fails_the_run(h: Harness) -> None:
