@@ -92,12 +92,23 @@ def reconcile(services: Services, run_id: str) -> Run | None:
         if run.leased_by_other(owner, now):
             log.info("run %s is being reconciled elsewhere; left alone", run_id)
             return run
+        if _backing_off(run, now):
+            # An event or a repeated trigger is no reason to call a throttled or
+            # failing service again before the time the last error set.
+            log.info("run %s is backing off until %s; left alone", run_id, run.next_check_at)
+            return run
         try:
             return _step(services, leases.take(services.ledger, stored, owner, now))
         except ConcurrencyConflict:
             log.info("run %s changed while reconciling; re-reading", run_id)
     latest = services.ledger.get(run_id)
     return latest.run if latest else None
+
+
+def _backing_off(run: Run, now: dt.datetime) -> bool:
+    """Waiting after an error (its next check still ahead), and not asked to cancel."""
+    due = run.next_check_at
+    return bool(run.active and run.last_error and due and due > now and not run.cancel_requested)
 
 
 def _step(services: Services, leased: StoredRun) -> Run:
@@ -114,17 +125,21 @@ def _advance(services: Services, run: Run, heartbeat: leases.Heartbeat) -> Run:
     """The run after one step: observed, decided, acted on (never saved here)."""
     now = services.now()
     updated = run
+    produced: dict[str, Any] = {}
     if run.active:
         try:
             observed = _gather(services, run)
             decision = decide(run, observed, policy_of(services), now)
             heartbeat.check()  # act on Azure only while the run is still ours
-            produced = _act(services, run, observed, decision)
+            _act(services, run, observed, decision, produced)
             updated = _apply(run, decision, produced, now)
         except leases.LeaseLost:
             raise  # another writer has the run: record nothing over it
         except RetryableError as exc:
-            updated = _retry_or_give_up(services, run, now, str(exc), exc.retry_after)
+            # Keep what the actions produced before the error (a registered asset,
+            # a submitted job's name): the next try starts from there.
+            progressed = run.updated(now, **produced) if produced else run
+            updated = _retry_or_give_up(services, progressed, now, str(exc), exc.retry_after)
         except PermanentError as exc:
             # A permanent error while deploying (a quota or validation 400 on the
             # deployment, say) is a failed deployment: the live one is untouched.
@@ -147,8 +162,19 @@ def _advance(services: Services, run: Run, heartbeat: leases.Heartbeat) -> Run:
 def _retry_or_give_up(
     services: Services, run: Run, now: dt.datetime, error: str, retry_after: float | None
 ) -> Run:
-    """Try the step again later (backoff, at least ``retry_after``), or, after
-    ``MAX_ATTEMPTS`` failed tries, end the run FAILED with the last error."""
+    """Try the step again later, or, after ``MAX_ATTEMPTS`` failed tries, end the run
+    FAILED with the last error.
+
+    A try the service throttled (it sent ``Retry-After``) waits what the service
+    asked (plus up to 20% jitter) and does not count as a failed try: under a
+    long throttling storm the run keeps going at the service's pace instead of
+    backing off exponentially and giving up. Other failures back off
+    exponentially and count.
+    """
+    if retry_after is not None:
+        delay = retry_after * random.uniform(1.0, 1.2)
+        log.warning("run %s: throttled; retrying in %.1fs: %s", run.run_id, delay, error)
+        return run.retry_later(now, error, delay, count=False)
     limit = services.settings.max_attempts
     if run.attempts + 1 >= limit:
         reason = f"gave up after {run.attempts + 1} attempts (MAX_ATTEMPTS={limit}): {error}"
@@ -302,14 +328,20 @@ def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
 # -- act -------------------------------------------------------------------------------------
 
 
-def _act(services: Services, run: Run, observed: Observed, decision: Decision) -> dict[str, Any]:
-    """Carry out the decision's actions; returns the fields they produced."""
+def _act(
+    services: Services,
+    run: Run,
+    observed: Observed,
+    decision: Decision,
+    changes: dict[str, Any],
+) -> None:
+    """Carry out the decision's actions, recording the fields they produce in ``changes``
+    as they go (so what succeeded before an error is kept: progress under throttling)."""
     azureml, settings = services.azureml, services.settings
-    changes: dict[str, Any] = {}
     fields = decision.changes.fields()
     for action in decision.actions:
         if action is Action.PREPARE_DATA:
-            changes.update(_prepare_data(services, run))
+            _prepare_data(services, run, changes)
         elif action is Action.SUBMIT_JOB:
             job = azureml.submit_job(_job_spec(run, changes))
             changes.update(job_name=job.name, job_status=job.status)
@@ -344,7 +376,6 @@ def _act(services: Services, run: Run, observed: Observed, decision: Decision) -
                 azureml.begin_delete_deployment(run.endpoint, name)
         elif action is Action.CANCEL_JOB:
             azureml.cancel_job(run.job_name or run.run_id)
-    return changes
 
 
 def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datetime) -> Run:
@@ -357,22 +388,22 @@ def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datet
     return run.updated(now, next_check_at=next_check, attempts=0, last_error="", **changes)
 
 
-def _prepare_data(services: Services, run: Run) -> dict[str, Any]:
+def _prepare_data(services: Services, run: Run, changes: dict[str, Any]) -> None:
+    """Split the upload (or find its parts) and register both parts as data assets;
+    an asset this run already recorded is not looked up again."""
     parts = prepare_parts(services.store, run)
-    training = services.azureml.register_data(
-        f"{run.run_id}-training", "1", parts.training_url, f"Training data of run {run.run_id}"
-    )
-    validation = services.azureml.register_data(
-        f"{run.run_id}-validation",
-        "1",
-        parts.validation_url,
-        f"Validation data of run {run.run_id}",
-    )
-    return {
-        "training_data": training,
-        "validation_data": validation,
-        "validation": {**run.validation, "split": parts.describe()},
-    }
+    changes["validation"] = {**run.validation, "split": parts.describe()}
+    if not run.training_data:
+        changes["training_data"] = services.azureml.register_data(
+            f"{run.run_id}-training", "1", parts.training_url, f"Training data of run {run.run_id}"
+        )
+    if not run.validation_data:
+        changes["validation_data"] = services.azureml.register_data(
+            f"{run.run_id}-validation",
+            "1",
+            parts.validation_url,
+            f"Validation data of run {run.run_id}",
+        )
 
 
 def _job_spec(run: Run, changes: dict[str, Any]) -> JobSpec:

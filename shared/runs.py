@@ -269,12 +269,15 @@ class Run:
         """This run with ``changes`` and no state change."""
         return dataclasses.replace(self, updated_at=now, **changes)
 
-    def retry_later(self, now: dt.datetime, error: str, delay_seconds: float) -> Run:
-        """Stay in this state; count the attempt, keep the error, check again later."""
+    def retry_later(
+        self, now: dt.datetime, error: str, delay_seconds: float, count: bool = True
+    ) -> Run:
+        """Stay in this state; count the attempt (unless ``count`` is False: a try the
+        service throttled), keep the error, check again later."""
         return dataclasses.replace(
             self,
             updated_at=now,
-            attempts=self.attempts + 1,
+            attempts=self.attempts + 1 if count else self.attempts,
             last_error=error,
             next_check_at=now + dt.timedelta(seconds=delay_seconds),
         )

@@ -9,6 +9,10 @@ State and settings:
   endpoints, deployments, settings, faults, reserved endpoint names, scoring
   contracts, datastore mappings.
 - ``GET  /_emulator/events``: Azure ML events emitted, and their delivery counts.
+- ``GET  /_emulator/requests[?contains=TEXT]``: the management, run-history and
+  scoring requests answered, oldest first, with arrival and reply times
+  (``time.time()``), status, ``Retry-After`` and whether a fault answered
+  (see ``requestlog.py``); only those whose path contains TEXT when given.
 - ``POST /_emulator/config``: ``{"speed", "webhook_url", <Timings fields>}``.
 
 Faults (all cleared by ``DELETE /_emulator/faults``):
@@ -71,6 +75,7 @@ from local.azureml_emulator.events import EventSink
 from local.azureml_emulator.faults import Faults
 from local.azureml_emulator.http import Request, Response, Router
 from local.azureml_emulator.rbac import Rbac
+from local.azureml_emulator.requestlog import RequestLog
 from local.azureml_emulator.scoring import CONTRACTS
 from local.azureml_emulator.state import World
 
@@ -84,6 +89,7 @@ class AdminRoutes:
         rbac: Rbac,
         describe_jobs: Callable[[], list[dict[str, Any]]],
         on_clear_faults: Sequence[Callable[[], None]] = (),
+        request_log: RequestLog | None = None,
     ) -> None:
         self.world = world
         self.faults = faults
@@ -92,10 +98,12 @@ class AdminRoutes:
         self.describe_jobs = describe_jobs
         # Faults kept elsewhere (the topic stand-in's), cleared along with these.
         self.on_clear_faults = tuple(on_clear_faults)
+        self.request_log = request_log or RequestLog()
 
     def register(self, router: Router) -> None:
         router.add("GET", r"/_emulator/state", self.state, kind="admin")
         router.add("GET", r"/_emulator/events", self.list_events, kind="admin")
+        router.add("GET", r"/_emulator/requests", self.list_requests, kind="admin")
         router.add("POST", r"/_emulator/config", self.config, kind="admin")
         router.add("POST", r"/_emulator/faults/requests", self.fault_requests, kind="admin")
         router.add("POST", r"/_emulator/faults/jobs", self.fault_jobs, kind="admin")
@@ -150,6 +158,10 @@ class AdminRoutes:
 
     def list_events(self, request: Request) -> Response:
         return Response(200, self.events.snapshot())
+
+    def list_requests(self, request: Request) -> Response:
+        contains = request.query.get("contains", "")
+        return Response(200, {"requests": self.request_log.snapshot(contains)})
 
     def config(self, request: Request) -> Response:
         body = _object(request)

@@ -29,6 +29,7 @@ from local.azureml_emulator.online import OnlineRoutes
 from local.azureml_emulator.operations import OperationRoutes
 from local.azureml_emulator.pipeline import Pipeline
 from local.azureml_emulator.rbac import Rbac
+from local.azureml_emulator.requestlog import RequestLog
 from local.azureml_emulator.scoring import ScoringRoutes
 from local.azureml_emulator.standin import StandInModel, read_blob_lines
 from local.azureml_emulator.state import Clock, World
@@ -73,8 +74,14 @@ class AzureMLEmulator:
         router = Router()
         # Who calls (tokens from the identity stand-in) and what they may not do.
         self.rbac = Rbac()
+        # Every non-admin request with its times (GET /_emulator/requests).
+        self.request_log = RequestLog()
         dispatcher = Dispatcher(
-            router, self.faults.on_request, self.rbac.authorize, self.faults.on_response
+            router,
+            self.faults.on_request,
+            self.rbac.authorize,
+            self.faults.on_response,
+            self.request_log,
         )
         self._server: TlsServer = make_server(
             host, port, dispatcher, str(files.cert), str(files.key)
@@ -103,6 +110,7 @@ class AzureMLEmulator:
                 self.rbac,
                 self.jobs.describe,
                 on_clear_faults=(self.topic.clear_faults,),
+                request_log=self.request_log,
             ),
             self.identity,
             self.topic,

@@ -23,13 +23,17 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.azureml_emulator.arm import ArmError
+
+if TYPE_CHECKING:
+    from local.azureml_emulator.requestlog import RequestLog
 
 log = logging.getLogger("azureml_emulator")
 
@@ -134,16 +138,31 @@ class Dispatcher:
         fault_hook: FaultHook | None = None,
         authorize: AuthorizeHook | None = None,
         after_hook: FaultHook | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.router = router
         self.fault_hook = fault_hook
         self.authorize = authorize
         # Called once a non-admin request was handled: a response replacing its reply.
         self.after_hook = after_hook
+        # Non-admin requests with their times, so tests can see when clients came back.
+        self.request_log = request_log
 
     def __call__(self, request: Request) -> Response:
+        arrived = time.time()
+        kind, response, injected = self._answer(request)
+        if kind != "admin" and self.request_log is not None:
+            self.request_log.record(
+                kind, request, response, arrived=arrived, replied=time.time(), injected=injected
+            )
+        return response
+
+    def _answer(self, request: Request) -> tuple[RouteKind | None, Response, bool]:
+        """The route's kind (None: unrouted), the reply, and whether a fault made it."""
+        kind: RouteKind | None = None
         try:
             route, params = self.router.match(request.method, request.path)
+            kind = route.kind
             request.params = params
             if route.kind in ("arm", "history"):
                 require_bearer(request)
@@ -154,14 +173,16 @@ class Dispatcher:
             if route.kind != "admin" and self.fault_hook is not None:
                 injected = self.fault_hook(route.kind, request)
                 if injected is not None:
-                    return injected
+                    return kind, injected, True
         except ArmError as err:
-            return Response(err.status, err.body(), dict(err.headers))
+            return kind, Response(err.status, err.body(), dict(err.headers)), False
         response = self._handle(route.handler, request)
         if route.kind != "admin" and self.after_hook is not None:
             # The request was carried out; an "after" fault loses its reply.
-            return self.after_hook(route.kind, request) or response
-        return response
+            lost = self.after_hook(route.kind, request)
+            if lost is not None:
+                return kind, lost, True
+        return kind, response, False
 
     @staticmethod
     def _handle(handler: Handler, request: Request) -> Response:

@@ -169,6 +169,10 @@ def _from_connection_string(setting: str, text: str) -> StorageConnection:
     )
 
 
+class QueueUnreachable(ConnectionError):
+    """A Queue request got no answer; the message never carries the request's SAS."""
+
+
 @dataclass(frozen=True)
 class QueueMessage:
     id: str
@@ -247,9 +251,18 @@ class StorageQueue:
         }
         query_string = "&".join(part for part in (query, sas) if part)
         full_url = f"{url}?{query_string}" if query_string else url
-        return requests.request(
-            method, full_url, data=data, headers=all_headers, timeout=self._timeout
-        )
+        try:
+            return requests.request(
+                method, full_url, data=data, headers=all_headers, timeout=self._timeout
+            )
+        except requests.RequestException as error:
+            # requests quotes the whole URL, SAS signature included, in its messages,
+            # and the blob trigger logs this failure with its traceback: say what
+            # failed without the query string, and drop the original from the chain.
+            raise QueueUnreachable(
+                f"{method} {url} failed: {type(error).__name__} (the storage queue "
+                "service did not answer)"
+            ) from None
 
 
 def _raise(response: requests.Response, action: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from typing import Any
 
 import pytest
@@ -186,12 +187,17 @@ def test_throttling_leaves_the_run_in_place_with_a_next_check(
     assert stored is not None
     run = stored.run
     assert run.state is RunState.REGISTERING_DATA
-    assert run.attempts == 1 and "429" in run.last_error
+    assert run.attempts == 0 and "429" in run.last_error  # throttled: not a failed try
     assert run.next_check_at is not None
     assert (run.next_check_at - run.updated_at).total_seconds() >= 7  # honours Retry-After
+    # What the step did before the refusal is kept: the data assets are recorded.
+    assert run.training_data and run.validation_data
 
     from shared.reconciler import reconcile
 
+    # Before the Retry-After has passed, a reconcile leaves the run alone.
+    assert reconcile(app.services, result.run_id) == run
+    app.services.ledger.replace(stored, dataclasses.replace(run, next_check_at=run.updated_at))
     after = reconcile(app.services, result.run_id)
     assert after is not None and after.state is RunState.TRAINING
     assert len(_jobs_of(emulator_admin, result.run_id)) == 1

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from azure.core.credentials import AccessToken, TokenCredential
@@ -188,6 +189,15 @@ class EmulatorAdmin:
     def events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = self._call("GET", "events")["events"]
         return events
+
+    def requests(self, contains: str = "") -> list[dict[str, Any]]:
+        """Management, run-history and scoring requests the emulator answered, oldest
+        first: ``at`` / ``replied`` (``time.time()``), ``kind``, ``method``, ``path``,
+        ``status``, ``retry_after`` (header text or None), ``injected`` (a fault's
+        reply). Only those whose path contains ``contains`` (case-insensitive)."""
+        query = f"?contains={quote(contains)}" if contains else ""
+        found: list[dict[str, Any]] = self._call("GET", f"requests{query}")["requests"]
+        return found
 
     def config(self, **settings: Any) -> Any:
         """Change ``speed``, ``webhook_url`` or lifecycle timings (``Timings`` field names)."""

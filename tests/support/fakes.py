@@ -676,10 +676,16 @@ def accept(h: Harness, name: str = "data.jsonl", records: Iterable[Any] | None =
     return result.run_id
 
 
-def step(h: Harness, run_id: str) -> Run:
-    """One reconcile of ``run_id``; the run as it is afterwards."""
+def step(h: Harness, run_id: str, *, when_due: bool = True) -> Run:
+    """One reconcile of ``run_id``; the run as it is afterwards. A run backing off
+    after an error is left alone until its next check, so by default the clock
+    first moves there (as the timer would wait)."""
     from shared.reconciler import reconcile
 
+    before = h.ledger.run(run_id)
+    due = before.next_check_at
+    if when_due and before.last_error and due is not None and due > h.clock():
+        h.clock.advance((due - h.clock()).total_seconds())
     run = reconcile(h.services, run_id)
     assert run is not None, f"run {run_id} is gone"
     return run
