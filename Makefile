@@ -57,7 +57,7 @@ test-fast: $(STAMP_PY)
 	$(FAST_COVERAGE) $(PY) -m coverage run --branch --source=shared \
 		-m pytest -q -m "not integration" $(FAST_TESTS)
 	$(FAST_COVERAGE) $(PY) -m coverage report --show-missing \
-		--include=shared/reconciler.py,shared/intake.py,shared/control.py
+		--include=shared/pipeline/reconciler.py,shared/pipeline/intake.py,shared/pipeline/control.py
 
 ## make check-infra: the deployment template (infra/), offline: every Bicep file
 ## parses (pycep), checkov finds no failed check and no parse error (skips are
@@ -79,6 +79,7 @@ check: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP_PY)
 	$(PY) -m ruff format .

@@ -2,7 +2,7 @@
 calls one service function and maps the outcome to the trigger's semantics:
 a ``RetryableError`` (or a settings problem) escapes so the host retries and
 logs it; everything else is recorded on the run by the service. HTTP routes
-hand the request's parts to one function of ``shared.api``, which answers
+hand the request's parts to one function of ``shared.http.api``, which answers
 every outcome, errors included, as a ``Reply`` (status, JSON, headers).
 
 Importing this module opens no connection and reads two settings only,
@@ -10,7 +10,7 @@ Importing this module opens no connection and reads two settings only,
 defaults, because they shape the functions the host indexes (the blob
 trigger's source has no ``%SETTING%`` form, and a ``%SETTING%`` schedule
 would have no default). Every other setting is read on first use by
-``shared.services.services()``.
+``shared.composition.services()``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
 if TYPE_CHECKING:
-    from shared.api import Reply
+    from shared.http.api import Reply
 
 app = func.FunctionApp()
 log = logging.getLogger("function_app")
@@ -54,8 +54,8 @@ def _http(reply: Reply) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health_route(req: func.HttpRequest) -> func.HttpResponse:
     """Anonymous: up, and able to reach the run ledger (503 with the reason if not)."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.health(services))
 
@@ -64,17 +64,17 @@ def health_route(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_route(req: func.HttpRequest) -> func.HttpResponse:
     """Anonymous: the OpenAPI document of these routes."""
-    from shared import api
+    from shared.http import openapi
 
-    return _http(api.openapi())
+    return _http(openapi.reply())
 
 
 @app.function_name("start_run")
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Start a run from a blob of the dataset container."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.start_run(services, req.get_body()))
 
@@ -83,8 +83,8 @@ def start_run_route(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_runs_route(req: func.HttpRequest) -> func.HttpResponse:
     """A page of runs, newest first."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.list_runs(services, req.params))
 
@@ -93,8 +93,8 @@ def list_runs_route(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """The whole record of a run."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.get_run(services, req.route_params.get("id", "")))
 
@@ -103,8 +103,8 @@ def get_run_route(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def cancel_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel a run."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.cancel_run(services, req.route_params.get("id", "")))
 
@@ -113,8 +113,8 @@ def cancel_run_route(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{id}/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Retry a failed run from the step that failed."""
-    from shared import api
-    from shared.services import services
+    from shared.composition import services
+    from shared.http import api
 
     return _http(api.retry_run(services, req.route_params.get("id", "")))
 
@@ -128,8 +128,8 @@ def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
 )
 def dataset_uploaded(client: blob.BlobClient) -> None:
     """A blob landed in the dataset container: validate it, record a run, submit a job."""
-    from shared.intake import accept_upload
-    from shared.services import services
+    from shared.composition import services
+    from shared.pipeline.intake import accept_upload
 
     result = accept_upload(services(), str(client.blob_name))
     log.info(
@@ -147,8 +147,8 @@ def dataset_uploaded(client: blob.BlobClient) -> None:
 )
 def reconcile_timer(timer: func.TimerRequest) -> None:
     """Reconcile every run that is due; the source of truth when events are lost."""
-    from shared.services import services
-    from shared.sweep import sweep
+    from shared.composition import services
+    from shared.pipeline.sweep import sweep
 
     result = sweep(services())
     log.info(
@@ -164,8 +164,8 @@ def reconcile_timer(timer: func.TimerRequest) -> None:
 @app.event_grid_trigger(arg_name="event")
 def azureml_event(event: func.EventGridEvent) -> None:
     """An Azure ML RunCompleted / RunStatusChanged event: reconcile that run now."""
-    from shared.azureml_events import on_azureml_event
-    from shared.services import services
+    from shared.composition import services
+    from shared.pipeline.azureml_events import on_azureml_event
 
     data = event.get_json()
     outcome = on_azureml_event(services(), event.event_type, data if isinstance(data, dict) else {})

@@ -2,7 +2,7 @@
 
 Two answers get special care because the bare service text does not say what
 to do: a 403 names the identity, the scope and the role to assign (from
-``shared.permissions``), and nested ``error.details[]`` (where Azure puts the
+``shared.domain.permissions``), and nested ``error.details[]`` (where Azure puts the
 real reason of a "The request is invalid." 400, e.g. a quota shortfall) are
 kept in the message.
 """
@@ -21,8 +21,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.errors import AutopilotError, PermanentError, PermissionDenied, RetryableError
-from shared.permissions import role_for_action
+from shared.domain.errors import AutopilotError, PermanentError, PermissionDenied, RetryableError
+from shared.domain.permissions import role_for_action
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 DETAILS_KEPT = 3  # nested error details quoted in a message, at most
@@ -84,7 +84,7 @@ def permission_denied(exc: HttpResponseError, doing: str) -> PermissionDenied:
     """One actionable error for a 403: who was refused what, where, and the fix.
 
     ARM's ``AuthorizationFailed`` text names the client id, object id, action and
-    scope; the role comes from ``shared.permissions``. Retrying cannot help until
+    scope; the role comes from ``shared.domain.permissions``. Retrying cannot help until
     someone assigns the role, so the error is permanent.
     """
     text = _message(exc)
@@ -92,7 +92,7 @@ def permission_denied(exc: HttpResponseError, doing: str) -> PermissionDenied:
     if found is None:
         return PermissionDenied(
             f"{doing}: 403 permission denied: {text}. The app's identity (AZURE_CLIENT_ID, or "
-            "the Function App's managed identity) lacks a role; see shared/permissions.py "
+            "the Function App's managed identity) lacks a role; see shared/domain/permissions.py "
             "for the roles it needs"
         )
     client, principal = found["client"], found["object"] or found["client"]

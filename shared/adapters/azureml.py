@@ -19,7 +19,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from shared.adapters.azure_errors import translate
-from shared.azureml import (
+from shared.domain.azureml import (
     DeploymentSpec,
     DeploymentView,
     EndpointView,
@@ -27,7 +27,7 @@ from shared.azureml import (
     JobView,
     ModelView,
 )
-from shared.errors import PermanentError
+from shared.domain.errors import PermanentError
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient

@@ -22,8 +22,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
 from shared.adapters.azure_errors import translate
-from shared.errors import PermanentError, RetryableError
-from shared.storage import BlobInfo
+from shared.domain.errors import PermanentError, RetryableError
+from shared.domain.storage import BlobInfo
 
 BLOCK_BYTES = 4 << 20
 READ_CHUNK_BYTES = 4 << 20

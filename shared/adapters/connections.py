@@ -25,8 +25,8 @@ from azure.core.credentials import TokenCredential
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
-from shared.errors import SettingsError
-from shared.settings import storage_connection as _connection
+from shared.domain.errors import SettingsError
+from shared.domain.settings import storage_connection as _connection
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError
 from azure.core.messaging import CloudEvent
 
 from shared.adapters.azure_errors import translate
-from shared.events import LifecycleEvent
+from shared.domain.events import LifecycleEvent
 
 if TYPE_CHECKING:
     from azure.eventgrid import EventGridPublisherClient

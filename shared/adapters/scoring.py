@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from shared.smoke import (
+from shared.domain.smoke import (
     Answer,
     ScoringTarget,
     SmokePrompt,

@@ -56,9 +56,9 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.azure_errors import translate
-from shared.errors import ConcurrencyConflict, InvalidInput
-from shared.ledger import MAX_PAGE, RunSummary, StoredRun
-from shared.runs import Run, RunState
+from shared.domain.errors import ConcurrencyConflict, InvalidInput
+from shared.domain.ledger import MAX_PAGE, RunSummary, StoredRun
+from shared.domain.runs import Run, RunState
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import azure.functions as func
 from jsonschema import Draft202012Validator, FormatChecker
 
-from shared.openapi import document
+from shared.http.openapi import document
 from tests.support.indexing import app_functions
 
 _CHECKED_HEADERS = ("Location", "Retry-After")

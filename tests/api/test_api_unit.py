@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from shared import api
-from shared.control import NotAllowedNow, RunNotFound
-from shared.errors import (
+from shared.domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
     PermanentError,
     RetryableError,
     SettingsError,
 )
-from shared.ledger import RunSummary, StoredRun
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.ledger import RunSummary, StoredRun
+from shared.domain.runs import DatasetRef, Run, RunState
+from shared.http import api
+from shared.pipeline.control import NotAllowedNow, RunNotFound
 
 AZURITE = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"

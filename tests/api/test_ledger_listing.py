@@ -15,9 +15,9 @@ from azure.data.tables import TableServiceClient
 from local.ports import free_port
 from shared.adapters import tables
 from shared.adapters.tables import TableLedger
-from shared.errors import InvalidInput, RetryableError
-from shared.ledger import RunSummary
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.errors import InvalidInput, RetryableError
+from shared.domain.ledger import RunSummary
+from shared.domain.runs import DatasetRef, Run, RunState
 
 pytestmark = pytest.mark.integration
 T0 = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)

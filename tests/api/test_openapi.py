@@ -7,10 +7,10 @@ import json
 
 from openapi_spec_validator import validate
 
-from shared import api
-from shared.hyperparameters import ALLOWED
-from shared.openapi import document
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.hyperparameters import ALLOWED
+from shared.domain.runs import DatasetRef, Run, RunState
+from shared.http import api
+from shared.http.openapi import document
 from tests.api.contract import http_functions, invoke
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)

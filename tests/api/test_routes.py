@@ -18,9 +18,9 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azurite import Azurite
 from local.ports import free_port
-from shared import api
-from shared.runs import RunState
-from shared.services import services
+from shared.composition import services
+from shared.domain.runs import RunState
+from shared.http import api
 from tests.api.contract import Answer, invoke
 from tests.support.app import app_settings, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until

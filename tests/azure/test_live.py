@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.runs import RunState
+from shared.domain.runs import RunState
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "local" / "demo" / "dialogsum.jsonl"

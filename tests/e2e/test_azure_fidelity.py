@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from local.functions_host import FunctionsHost
-from shared.runs import Run, RunState
-from shared.services import build
+from shared.composition import build
+from shared.domain.runs import Run, RunState
 from tests.e2e.conftest import make_host
 from tests.support.app import jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until

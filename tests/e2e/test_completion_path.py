@@ -16,7 +16,7 @@ import pytest
 
 from local.azureml_emulator import AzureMLEmulator
 from local.azurite import Azurite
-from shared.runs import RunState
+from shared.domain.runs import RunState
 from tests.support.app import app_settings, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until
 from tests.support.functions import FunctionsDriver, functions_driver

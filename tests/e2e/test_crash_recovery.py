@@ -8,7 +8,7 @@ clean-up, no lease given back). The faults are then cleared and a host starts on
 the same state dir and storage. The run must end LIVE with exactly one job and
 one deployment in the emulator and no deployment left at 0% on the endpoint, and
 it must move again within seconds of the restart: the killed owner's lease runs
-out in at most ``shared.lease.LEASE_SECONDS`` (15 s), where it used to freeze the
+out in at most ``shared.pipeline.lease.LEASE_SECONDS`` (15 s), where it used to freeze the
 run for 120 s.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.ledger import Ledger
-from shared.runs import Run, RunState
-from shared.services import build
+from shared.composition import build
+from shared.domain.ledger import Ledger
+from shared.domain.runs import Run, RunState
 from tests.e2e.conftest import make_host
 from tests.support.app import jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until

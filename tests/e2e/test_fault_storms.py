@@ -32,8 +32,8 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azureml_emulator import AzureMLEmulator
 from local.azurite import Azurite
-from shared.runs import Run, RunState
-from shared.services import build
+from shared.composition import build
+from shared.domain.runs import Run, RunState
 from tests.e2e.conftest import make_host
 from tests.support.app import app_settings, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until

@@ -38,8 +38,8 @@ from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from local.functions_host import FunctionsHost
 from local.functions_host.storage import StorageQueue, resolve_connection
 from local.ports import free_port
-from shared.runs import Run, RunState
-from shared.services import build
+from shared.composition import build
+from shared.domain.runs import Run, RunState
 from tests.e2e.conftest import make_host
 from tests.support.app import jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, StaticTokenCredential, wait_until

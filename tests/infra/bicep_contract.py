@@ -5,9 +5,9 @@
 questions about the template with a small symbolic resolver, then compares the
 answers with what the code says it needs:
 
-- the app settings the Function App gets (``shared.settings.load_settings``
+- the app settings the Function App gets (``shared.domain.settings.load_settings``
   and the storage connections the code and the blob trigger read);
-- the roles each identity gets on each scope (``shared.permissions``);
+- the roles each identity gets on each scope (``shared.domain.permissions``);
 - the runtime, plan and identity-only connections.
 
 Every ``check_*`` function returns a list of problems (empty: fine), so a test

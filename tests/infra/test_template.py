@@ -1,7 +1,7 @@
 """The deployment template against the code: settings, roles, functions, runtime.
 
 Everything the template must provide is computed from the code where the code
-says it (``load_settings({})``'s problems, ``shared.permissions``, the app's
+says it (``load_settings({})``'s problems, ``shared.domain.permissions``, the app's
 function metadata, ``pyproject.toml``); the checks themselves live in
 ``bicep_contract.py`` and return problems, so the last tests can break a copy
 of the template and watch them fail with a message naming what is missing.
@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.errors import SettingsError
-from shared.permissions import APP_ROLES, TRAINING_ROLES, Role, Scope
-from shared.settings import DATASET_CONNECTION, LEDGER_CONNECTION, load_settings
+from shared.domain.errors import SettingsError
+from shared.domain.permissions import APP_ROLES, TRAINING_ROLES, Role, Scope
+from shared.domain.settings import DATASET_CONNECTION, LEDGER_CONNECTION, load_settings
 from tests.infra.bicep_contract import (
     ROOT_FILE,
     Template,
@@ -51,7 +51,7 @@ HOOK = ROOT / "scripts" / "postdeploy.sh"
 PARSER = Path(__file__).with_name("parse_bicep.py")
 SERVICE = "api"  # the azd service (azure.yaml) and the Function App's azd-service-name tag
 
-# Which app setting names the resource of each scope in shared/permissions.py.
+# Which app setting names the resource of each scope in shared/domain/permissions.py.
 SCOPE_SETTINGS = {
     Scope.WORKSPACE: "AZUREML_WORKSPACE",
     Scope.HOST_STORAGE: f"{LEDGER_CONNECTION}__blobServiceUri",
@@ -128,7 +128,7 @@ def required_by_settings() -> list[tuple[str, ...]]:
 
 def required_connections(functions: dict[str, list[dict[str, Any]]]) -> list[tuple[str, ...]]:
     """The identity-based connection settings the code's clients and the host read."""
-    # shared/services.py: the ledger is a table of LEDGER_CONNECTION, the datasets
+    # shared/composition.py: the ledger is a table of LEDGER_CONNECTION, the datasets
     # are blobs of DATASET_CONNECTION; the host's own storage needs all three.
     required: list[tuple[str, ...]] = [
         (f"{LEDGER_CONNECTION}__tableServiceUri",),

@@ -8,7 +8,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.blobs import BlobDatasetStore
-from shared.errors import PermanentError, RetryableError
+from shared.domain.errors import PermanentError, RetryableError
 
 pytestmark = pytest.mark.integration
 

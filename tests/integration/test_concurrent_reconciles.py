@@ -3,7 +3,7 @@
 Several triggers can reconcile the same run at the same moment: the timer of
 each instance the app is scaled out to, a blob trigger firing again, an Azure
 ML event, an HTTP retry. Here ten threads, each with services of its own (as
-ten instances would have), call ``shared.reconciler.reconcile`` on one run, all
+ten instances would have), call ``shared.pipeline.reconciler.reconcile`` on one run, all
 released at once by a barrier, at a moment the run has something to create in
 Azure ML; real Azurite (the lease is a compare-and-swap on the run's ETag) and
 the emulator (which records every request) decide the outcome.
@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from local.azurite import Azurite
-from shared.intake import accept_upload
-from shared.reconciler import reconcile
-from shared.runs import Run, RunState
-from shared.services import Services, build
+from shared.composition import build
+from shared.domain.ports import Services
+from shared.domain.runs import Run, RunState
+from shared.pipeline.intake import accept_upload
+from shared.pipeline.reconciler import reconcile
 from tests.support.app import LocalApp, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin, wait_until
 
@@ -116,7 +117,7 @@ def test_ten_concurrent_reconciles_create_it_once(
     app.services.ledger.replace(
         stored, dataclasses.replace(stored.run, next_check_at=app.services.now())
     )
-    caplog.set_level(logging.INFO, logger="shared.reconciler")
+    caplog.set_level(logging.INFO, logger="shared.pipeline.reconciler")
 
     instances = [build(app.settings) for _ in range(CALLERS)]
     barrier = threading.Barrier(CALLERS)

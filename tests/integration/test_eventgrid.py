@@ -17,9 +17,9 @@ import requests
 
 from local.azureml_emulator import AzureMLEmulator
 from shared.adapters.eventgrid import DEFAULT_SOURCE, EventGridTopicPublisher
-from shared.errors import PermanentError, RetryableError
-from shared.events import LifecycleEvent, events_for
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.errors import PermanentError, RetryableError
+from shared.domain.events import LifecycleEvent, events_for
+from shared.domain.runs import DatasetRef, Run, RunState
 from tests.support.azureml import EmulatorAdmin, StaticTokenCredential
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from local.azurite import Azurite
-from shared.intake import accept_upload
-from shared.runs import RunState
-from shared.splits import part_names
+from shared.domain.runs import RunState
+from shared.pipeline.intake import accept_upload
+from shared.pipeline.splits import part_names
 from tests.support.app import BASE_MODEL, LocalApp, chat_examples, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin
 
@@ -193,7 +193,7 @@ def test_throttling_leaves_the_run_in_place_with_a_next_check(
     # What the step did before the refusal is kept: the data assets are recorded.
     assert run.training_data and run.validation_data
 
-    from shared.reconciler import reconcile
+    from shared.pipeline.reconciler import reconcile
 
     # Before the Retry-After has passed, a reconcile leaves the run alone.
     assert reconcile(app.services, result.run_id) == run

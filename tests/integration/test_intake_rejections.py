@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from local.azurite import Azurite
-from shared.intake import accept_upload
-from shared.runs import RunState
-from shared.storage import REPORTS_PREFIX
+from shared.domain.runs import RunState
+from shared.domain.storage import REPORTS_PREFIX
+from shared.pipeline.intake import accept_upload
 from tests.support.app import LocalApp, jsonl, text_examples
 from tests.support.azureml import EmulatorAdmin
 

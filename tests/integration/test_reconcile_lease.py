@@ -13,12 +13,12 @@ from typing import Any, cast
 import pytest
 
 from local.azurite import Azurite
-from shared import lease as leases
-from shared.azureml import AzureML, JobView
-from shared.errors import RetryableError
-from shared.ledger import Ledger, StoredRun
-from shared.reconciler import reconcile
-from shared.runs import Run, RunState
+from shared.domain.azureml import AzureML, JobView
+from shared.domain.errors import RetryableError
+from shared.domain.ledger import Ledger, StoredRun
+from shared.domain.runs import Run, RunState
+from shared.pipeline import lease as leases
+from shared.pipeline.reconciler import reconcile
 from tests.support.app import LocalApp, jsonl, text_examples
 from tests.support.azureml import wait_until
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("app_identity")]
 def test_a_leased_run_is_not_acted_on_twice(azurite: Azurite) -> None:
     app = LocalApp.create(azurite)
     app.upload("leased.jsonl", jsonl(text_examples(12)))
-    from shared.intake import accept_upload
+    from shared.pipeline.intake import accept_upload
 
     run_id = accept_upload(app.services, "leased.jsonl").run_id
     assert run_id
@@ -75,7 +75,7 @@ def test_an_unexpected_error_is_recorded_the_lease_freed_and_the_tries_capped(
 ) -> None:
     app = LocalApp.create(azurite, MAX_ATTEMPTS="3")
     app.upload("bug.jsonl", jsonl(text_examples(12)))
-    from shared.intake import accept_upload
+    from shared.pipeline.intake import accept_upload
 
     run_id = accept_upload(app.services, "bug.jsonl").run_id
     assert run_id
@@ -104,7 +104,7 @@ def test_an_unexpected_error_is_recorded_the_lease_freed_and_the_tries_capped(
     assert final.last_error.startswith("gave up after 3 attempts (MAX_ATTEMPTS=3): unexpected")
 
 
-# -- the heartbeat (shared/lease.py) ------------------------------------------------------
+# -- the heartbeat (shared/pipeline/lease.py) ------------------------------------------------------
 # Short leases (a couple of seconds) stand in for the 15 s one, so a step "slower than
 # the lease" takes a few seconds here. They keep the real proportions (a renewal every
 # third of a lease), so a renewal may be over a second late on a busy machine before a
@@ -195,7 +195,7 @@ class _Recording:
 
 def _training_run(app: LocalApp, name: str) -> str:
     """A run in TRAINING, due now, with no lease."""
-    from shared.intake import accept_upload
+    from shared.pipeline.intake import accept_upload
 
     app.upload(name, jsonl(text_examples(12, name)))
     run_id = accept_upload(app.services, name).run_id
@@ -317,7 +317,7 @@ def test_a_renewal_that_loses_its_race_never_overwrites_the_other_writer(
             leased, dataclasses.replace(leased.run, cancel_requested=True, next_check_at=None)
         )
         wait_until(
-            lambda: [r.getMessage() for r in caplog.records if r.name == "shared.lease"],
+            lambda: [r.getMessage() for r in caplog.records if r.name == "shared.pipeline.lease"],
             lambda messages: any("lease lost" in m for m in messages),
             what="the next renewal to lose its race",
         )

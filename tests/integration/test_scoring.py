@@ -25,7 +25,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azurite import Azurite
 from shared.adapters.scoring import HttpScorer
-from shared.smoke import (
+from shared.domain.smoke import (
     CHAT_ROUTE,
     ScoringTarget,
     SmokeCriteria,

@@ -10,8 +10,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.tables import TableLedger
-from shared.errors import ConcurrencyConflict
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.errors import ConcurrencyConflict
+from shared.domain.runs import DatasetRef, Run, RunState
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)

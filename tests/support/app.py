@@ -1,6 +1,6 @@
 """The app wired to the local stack: settings, and ``Services`` built from them.
 
-Tests build the app exactly as a Function App would (``shared.services.build``
+Tests build the app exactly as a Function App would (``shared.composition.build``
 from an environment of app settings), pointed at Azurite and the emulator.
 Each ``LocalApp`` gets its own dataset container and ledger table so tests do
 not see each other's runs.
@@ -17,7 +17,8 @@ from typing import Any
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 
 from local.azurite import Azurite
-from shared.services import Services, build
+from shared.composition import build
+from shared.domain.ports import Services
 
 BASE_MODEL = "azureml://registries/azureml/models/mistralai-Mistral-7B-v01/versions/19"
 

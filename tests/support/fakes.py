@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.azureml import (
+from shared.domain.azureml import (
     DeploymentSpec,
     DeploymentView,
     EndpointView,
@@ -30,14 +30,14 @@ from shared.azureml import (
     JobView,
     ModelView,
 )
-from shared.errors import ConcurrencyConflict, InvalidInput, PermanentError
-from shared.events import LifecycleEvent
-from shared.ledger import MAX_PAGE, RunSummary, StoredRun
-from shared.runs import Run, RunState
-from shared.services import Services
-from shared.settings import Settings
-from shared.smoke import Answer, ScoringTarget, SmokePrompt
-from shared.storage import BlobInfo
+from shared.domain.errors import ConcurrencyConflict, InvalidInput, PermanentError
+from shared.domain.events import LifecycleEvent
+from shared.domain.ledger import MAX_PAGE, RunSummary, StoredRun
+from shared.domain.ports import Services
+from shared.domain.runs import Run, RunState
+from shared.domain.settings import Settings
+from shared.domain.smoke import Answer, ScoringTarget, SmokePrompt
+from shared.domain.storage import BlobInfo
 from tests.support.app import jsonl, text_examples
 
 START = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
@@ -668,7 +668,7 @@ class Harness:
 def accept(h: Harness, name: str = "data.jsonl", records: Iterable[Any] | None = None) -> str:
     """Upload ``records`` (20 text examples by default) as ``name`` and accept it;
     returns the run id (the test fails unless the upload was accepted)."""
-    from shared.intake import accept_upload
+    from shared.pipeline.intake import accept_upload
 
     h.store.upload(name, jsonl(text_examples(20) if records is None else records))
     result = accept_upload(h.services, name)
@@ -680,7 +680,7 @@ def step(h: Harness, run_id: str, *, when_due: bool = True) -> Run:
     """One reconcile of ``run_id``; the run as it is afterwards. A run backing off
     after an error is left alone until its next check, so by default the clock
     first moves there (as the timer would wait)."""
-    from shared.reconciler import reconcile
+    from shared.pipeline.reconciler import reconcile
 
     before = h.ledger.run(run_id)
     due = before.next_check_at

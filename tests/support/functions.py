@@ -1,7 +1,7 @@
 """Driving ``function_app``'s own triggers in-process, as the host would.
 
 ``FunctionsDriver`` sets the app settings in the environment (the app reads
-them lazily through ``shared.services.services()``), then calls the decorated
+them lazily through ``shared.composition.services()``), then calls the decorated
 functions with real binding values: a ``BlobClient`` for the blob trigger, a
 ``TimerRequest`` for the timer, an ``EventGridEvent`` for Azure ML events. It
 records how long every invocation took.
@@ -21,8 +21,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
 
-from shared.runs import Run
-from shared.services import Services, services
+from shared.composition import services
+from shared.domain.ports import Services
+from shared.domain.runs import Run
 
 
 @dataclass

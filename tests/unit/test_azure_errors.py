@@ -12,7 +12,7 @@ from azure.core.rest._requests_basic import RestRequestsTransportResponse
 from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from shared.adapters.azure_errors import translate
-from shared.errors import PermanentError, PermissionDenied, RetryableError
+from shared.domain.errors import PermanentError, PermissionDenied, RetryableError
 
 WS = (
     "/subscriptions/0000/resourceGroups/rg-ft/providers/"

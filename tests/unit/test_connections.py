@@ -9,8 +9,8 @@ from shared.adapters.connections import (
     app_credential,
     connection_credential,
 )
-from shared.errors import SettingsError
-from shared.settings import storage_connection
+from shared.domain.errors import SettingsError
+from shared.domain.settings import storage_connection
 
 
 def test_service_uris_account_names_and_the_blob_only_alias() -> None:

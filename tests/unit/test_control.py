@@ -8,10 +8,10 @@ import datetime as dt
 
 import pytest
 
-from shared.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
-from shared.errors import ConcurrencyConflict, RetryableError
-from shared.runs import RunState
-from shared.smoke import Answer
+from shared.domain.errors import ConcurrencyConflict, RetryableError
+from shared.domain.runs import RunState
+from shared.domain.smoke import Answer
+from shared.pipeline.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
 from tests.support.fakes import Harness, accept, drive, step
 
 EP = "ep-test"
@@ -212,7 +212,7 @@ def test_runs_that_did_not_fail_cannot_be_retried(h: Harness, state: RunState) -
 
 def test_rejected_uploads_cannot_be_retried(h: Harness) -> None:
     h.store.upload("bad.jsonl", b"not json\n")
-    from shared.intake import accept_upload
+    from shared.pipeline.intake import accept_upload
 
     result = accept_upload(h.services, "bad.jsonl")
     assert result.run_id is not None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from shared.azureml import DeploymentView, EndpointView, JobView, ModelView
-from shared.decide import Action, Observed, Policy, decide
-from shared.runs import DatasetRef, Run, RunState
-from shared.smoke import PromptResult, SmokeOutcome
+from shared.domain.azureml import DeploymentView, EndpointView, JobView, ModelView
+from shared.domain.decide import Action, Observed, Policy, decide
+from shared.domain.runs import DatasetRef, Run, RunState
+from shared.domain.smoke import PromptResult, SmokeOutcome
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 DATASET = DatasetRef("datasets", "a.jsonl", "https://acct/datasets/a.jsonl", '"0x1"', 123)

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from shared.events import DisabledPublisher, events_for, pascal
-from shared.runs import DatasetRef, Run, RunState, TimelineEntry
+from shared.domain.events import DisabledPublisher, events_for, pascal
+from shared.domain.runs import DatasetRef, Run, RunState, TimelineEntry
 
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 DATASET = DatasetRef(

@@ -8,9 +8,9 @@ import datetime as dt
 
 import pytest
 
-from shared.errors import ConcurrencyConflict, InvalidInput
-from shared.ledger import Ledger
-from shared.runs import DatasetRef, Run, RunState
+from shared.domain.errors import ConcurrencyConflict, InvalidInput
+from shared.domain.ledger import Ledger
+from shared.domain.runs import DatasetRef, Run, RunState
 from tests.support.fakes import START, MemoryLedger
 
 

@@ -54,7 +54,7 @@ def test_the_health_route_without_settings_answers_503_naming_them(
     # Up, but unable to reach its ledger: 503 with the reason, never a crash.
     # (200 with "ledger": "reachable" is tested against Azurite in tests/api.)
     import function_app
-    from shared.services import services
+    from shared.composition import services
 
     for name in list(os.environ):
         if name.startswith(("AZURE", "FINETUNE", "DATASET", "RUN_", "AzureWebJobs")):
@@ -74,8 +74,8 @@ def test_a_trigger_with_missing_settings_fails_with_the_one_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import function_app
-    from shared.errors import SettingsError
-    from shared.services import services
+    from shared.composition import services
+    from shared.domain.errors import SettingsError
 
     for name in list(os.environ):
         if name.startswith(("AZURE", "FINETUNE", "DATASET", "RUN_", "AzureWebJobs")):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import RetryableError
-from shared.intake import accept_upload, skip_reason
-from shared.runs import RunState
-from shared.storage import REPORTS_PREFIX, SPLITS_PREFIX
+from shared.domain.errors import RetryableError
+from shared.domain.runs import RunState
+from shared.domain.storage import REPORTS_PREFIX, SPLITS_PREFIX
+from shared.pipeline.intake import accept_upload, skip_reason
 from tests.support.app import chat_examples, jsonl, text_examples
 from tests.support.fakes import Harness
 

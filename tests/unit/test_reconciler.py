@@ -14,12 +14,12 @@ import random
 
 import pytest
 
-from shared.errors import ConcurrencyConflict, PermanentError, RetryableError
-from shared.reconciler import BACKOFF_MAX_SECONDS, backoff_seconds, reconcile
-from shared.runs import DatasetRef, Run, RunState
-from shared.smoke import Answer
-from shared.storage import SPLITS_PREFIX
-from shared.sweep import sweep
+from shared.domain.errors import ConcurrencyConflict, PermanentError, RetryableError
+from shared.domain.runs import DatasetRef, Run, RunState
+from shared.domain.smoke import Answer
+from shared.domain.storage import SPLITS_PREFIX
+from shared.pipeline.reconciler import BACKOFF_MAX_SECONDS, backoff_seconds, reconcile
+from shared.pipeline.sweep import sweep
 from tests.support.app import chat_examples
 from tests.support.fakes import (
     START,
@@ -490,7 +490,7 @@ def test_a_run_backing_off_is_left_alone_until_due(h: Harness) -> None:
     # An Azure ML event or a repeated trigger before the Retry-After has passed:
     assert step(h, run_id, when_due=False) == throttled
     # A cancel request does not wait.
-    from shared.control import request_cancel
+    from shared.pipeline.control import request_cancel
 
     assert request_cancel(h.services, run_id).state is RunState.CANCELED
 

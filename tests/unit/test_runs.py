@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from shared.runs import DatasetRef, InvalidTransition, Run, RunState, config_hash, run_id_for
+from shared.domain.runs import DatasetRef, InvalidTransition, Run, RunState, config_hash, run_id_for
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 DATASET = DatasetRef("datasets", "a.jsonl", "https://acct/datasets/a.jsonl", '"0x1"', 123)

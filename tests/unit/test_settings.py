@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import SettingsError
-from shared.settings import ENDPOINT, default_endpoint_name, load_settings
+from shared.domain.errors import SettingsError
+from shared.domain.settings import ENDPOINT, default_endpoint_name, load_settings
 
 GOOD = {
     "AZURE_SUBSCRIPTION_ID": "sub",

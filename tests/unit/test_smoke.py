@@ -15,7 +15,7 @@ import pytest
 
 from local.ports import free_port
 from shared.adapters.scoring import HttpScorer, answer_text, mlflow_text, request_body
-from shared.smoke import (
+from shared.domain.smoke import (
     KEEP_CHARS,
     Answer,
     PromptResult,

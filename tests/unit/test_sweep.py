@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-import shared.sweep as sweep_module
-from shared.ledger import StoredRun
-from shared.runs import DatasetRef, Run, RunState
-from shared.settings import Settings
-from shared.sweep import sweep
+import shared.pipeline.sweep as sweep_module
+from shared.domain.ledger import StoredRun
+from shared.domain.runs import DatasetRef, Run, RunState
+from shared.domain.settings import Settings
+from shared.pipeline.sweep import sweep
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 DATASET = DatasetRef("datasets", "a.jsonl", "https://acct/datasets/a.jsonl", '"0x1"', 1)

@@ -1,6 +1,6 @@
 """The app's liveness answer: the body of a healthy ``GET /api/health``.
 
-``shared.api.health`` adds the ledger check (and answers 503 when it fails).
+``shared.http.api.health`` adds the ledger check (and answers 503 when it fails).
 """
 
 from __future__ import annotations

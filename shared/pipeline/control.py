@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.errors import ConcurrencyConflict, InvalidInput
-from shared.reconciler import reconcile
-from shared.runs import CANCELLABLE, Run
-from shared.services import Services
+from shared.domain.errors import ConcurrencyConflict, InvalidInput
+from shared.domain.ports import Services
+from shared.domain.runs import CANCELLABLE, Run
+from shared.pipeline.reconciler import reconcile
 
 
 class RunNotFound(InvalidInput):

@@ -1,39 +1,19 @@
-"""The composition root: adapters built lazily, on first use, from app settings.
+"""The composition root: the one place that wires adapters to the ports.
 
 ``services()`` is cached: the first trigger invocation builds everything, later
-ones reuse it. Nothing here runs at import time. Tests build ``Services`` with
-their own ports instead.
+ones reuse it. Nothing here runs at import time. Tests build ``Services``
+(``shared.domain.ports``) with their own ports instead.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
-from shared.azureml import AzureML
-from shared.events import DisabledPublisher, EventPublisher
-from shared.ledger import Ledger
-from shared.settings import DATASET_CONNECTION, LEDGER_CONNECTION, Settings, load_settings
-from shared.smoke import Scorer
-from shared.storage import DatasetStore
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclass
-class Services:
-    settings: Settings
-    ledger: Ledger
-    store: DatasetStore
-    azureml: AzureML
-    scorer: Scorer
-    publisher: EventPublisher = field(default_factory=DisabledPublisher)
-    now: Callable[[], dt.datetime] = field(default=utc_now)
+from shared.domain.events import DisabledPublisher
+from shared.domain.ports import Services
+from shared.domain.settings import DATASET_CONNECTION, LEDGER_CONNECTION, load_settings
 
 
 def build(env: Mapping[str, str]) -> Services:

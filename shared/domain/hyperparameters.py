@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
 
 METADATA_PREFIX = "finetune_"
 

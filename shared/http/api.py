@@ -2,11 +2,11 @@
 
 Each route in ``function_app`` calls one function here with what the request
 carried (body bytes, query parameters, the run id in the path) and
-``get_services`` (``shared.services.services``: settings are read and clients
+``get_services`` (``shared.composition.services``: settings are read and clients
 built only when a request needs them), then turns the ``Reply`` into its
 response. The rules live here as pure functions with unit tests: blob names
 and URLs, request bodies, listing queries, paging tokens, problem details.
-The OpenAPI document describing all of it is ``shared.openapi``.
+The OpenAPI document describing all of it is ``shared.http.openapi``.
 
 Errors are RFC 9457 problem details (``application/problem+json``)::
 
@@ -40,20 +40,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from shared import health as liveness
-from shared.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
-from shared.errors import (
+from shared.domain.errors import (
     InvalidInput,
     PermanentError,
     RetryableError,
     SettingsError,
 )
-from shared.hyperparameters import ALLOWED
-from shared.intake import accept_upload, skip_reason
-from shared.ledger import MAX_PAGE, RunSummary
-from shared.runs import Run, RunState
-from shared.services import Services
-from shared.settings import DATASET_CONNECTION, storage_connection
+from shared.domain.hyperparameters import ALLOWED
+from shared.domain.ledger import MAX_PAGE, RunSummary
+from shared.domain.ports import Services
+from shared.domain.runs import Run, RunState
+from shared.domain.settings import DATASET_CONNECTION, storage_connection
+from shared.pipeline import health as liveness
+from shared.pipeline.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
+from shared.pipeline.intake import accept_upload, skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -547,13 +547,6 @@ def health(get_services: GetServices) -> Reply:
         detail = f"unexpected {type(exc).__name__}; see the app's logs"
         return problem("unhealthy", detail, service=service, ledger="unknown")
     return Reply(200, {**liveness.health(), "ledger": "reachable"})
-
-
-def openapi() -> Reply:
-    """``GET /api/openapi.json``."""
-    from shared.openapi import document
-
-    return Reply(200, document())
 
 
 def _answer(call: Callable[[], Reply]) -> Reply:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.errors import SettingsError
-from shared.hyperparameters import check_values
+from shared.domain.errors import SettingsError
+from shared.domain.hyperparameters import check_values
 
 TaskSetting = Literal["auto", "text", "chat"]
 Service = Literal["blob", "table", "queue"]

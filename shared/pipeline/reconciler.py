@@ -8,7 +8,7 @@ trigger at any time: it moves the run forward from whatever state it is in.
   reconcile is left alone. A lost race is not an error: the run is picked up
   again later. The lease is short (15 s) and renewed by a heartbeat while the
   step works, so a slow step keeps it and a crashed one frees the run within
-  seconds; the protocol and its invariants are in ``shared/lease.py``.
+  seconds; the protocol and its invariants are in ``shared/pipeline/lease.py``.
 - **Error families.** A ``RetryableError`` leaves the run where it was with a
   next-check time (exponential backoff with jitter, at least the service's
   ``Retry-After``); a ``PermanentError`` ends the run FAILED (DEPLOY_FAILED
@@ -29,16 +29,15 @@ import random
 import uuid
 from typing import Any
 
-from shared import lease as leases
-from shared.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
 from shared.datasets import iter_lines
-from shared.decide import Action, Decision, Observed, Policy, decide
-from shared.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
-from shared.events import events_for
-from shared.ledger import StoredRun
-from shared.runs import Run, RunState
-from shared.services import Services
-from shared.smoke import (
+from shared.domain.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
+from shared.domain.decide import Action, Decision, Observed, Policy, decide
+from shared.domain.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
+from shared.domain.events import events_for
+from shared.domain.ledger import StoredRun
+from shared.domain.ports import Services
+from shared.domain.runs import Run, RunState
+from shared.domain.smoke import (
     ScoringTarget,
     SmokeCriteria,
     SmokeOutcome,
@@ -49,7 +48,8 @@ from shared.smoke import (
     judge,
     prompts_from_lines,
 )
-from shared.splits import prepare_parts
+from shared.pipeline import lease as leases
+from shared.pipeline.splits import prepare_parts
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _backing_off(run: Run, now: dt.datetime) -> bool:
 
 def _step(services: Services, leased: StoredRun) -> Run:
     """One step under the lease: work while a heartbeat renews it, stop the heartbeat,
-    then save the result over the newest version the lease wrote (``shared/lease.py``).
+    then save the result over the newest version the lease wrote (``shared/pipeline/lease.py``).
     A lost lease raises ``LeaseLost`` (a ``ConcurrencyConflict``) and saves nothing."""
     with leases.Heartbeat(services.ledger, leased, services.now) as heartbeat:
         updated = _advance(services, leased.run, heartbeat)

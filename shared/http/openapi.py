@@ -13,11 +13,11 @@ import copy
 import functools
 from typing import Any
 
-from shared import api
 from shared.datasets.report import ERROR_CODES
-from shared.hyperparameters import ALLOWED
-from shared.ledger import MAX_PAGE
-from shared.runs import RunState
+from shared.domain.hyperparameters import ALLOWED
+from shared.domain.ledger import MAX_PAGE
+from shared.domain.runs import RunState
+from shared.http import api
 
 VERSION = "0.1.0"
 _SCHEMAS = "#/components/schemas/"
@@ -522,3 +522,8 @@ def _document() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The document (built once; a fresh copy each call, so callers may change it)."""
     return copy.deepcopy(_document())
+
+
+def reply() -> api.Reply:
+    """``GET /api/openapi.json``: the document (this module uses ``api``, never the reverse)."""
+    return api.Reply(200, document())

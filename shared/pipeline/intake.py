@@ -26,20 +26,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shared import hyperparameters
 from shared.datasets import Limits, LineError, Report, TaskType, validate
-from shared.errors import InvalidInput
-from shared.reconciler import reconcile
-from shared.runs import DatasetRef, Run, RunState, run_id_for
-from shared.services import Services
-from shared.settings import Settings
-from shared.storage import (
+from shared.domain import hyperparameters
+from shared.domain.errors import InvalidInput
+from shared.domain.ports import Services
+from shared.domain.runs import DatasetRef, Run, RunState, run_id_for
+from shared.domain.settings import Settings
+from shared.domain.storage import (
     REPORTS_PREFIX,
     VALIDATION_SUFFIX,
     BlobInfo,
     is_app_blob,
     sibling_validation_name,
 )
+from shared.pipeline.reconciler import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from shared.azureml import (
+from shared.domain.azureml import (
     JOB_ACTIVE,
     JOB_CANCELED,
     JOB_FAILED,
@@ -50,8 +50,8 @@ from shared.azureml import (
     JobView,
     ModelView,
 )
-from shared.runs import CANCELLABLE, Run, RunState
-from shared.smoke import SmokeOutcome
+from shared.domain.runs import CANCELLABLE, Run, RunState
+from shared.domain.smoke import SmokeOutcome
 
 
 class Action(StrEnum):

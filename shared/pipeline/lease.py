@@ -71,8 +71,8 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from shared.errors import AutopilotError, ConcurrencyConflict
-from shared.ledger import Ledger, StoredRun
+from shared.domain.errors import AutopilotError, ConcurrencyConflict
+from shared.domain.ledger import Ledger, StoredRun
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import concurrent.futures
 import logging
 from dataclasses import dataclass
 
-from shared.reconciler import reconcile
-from shared.services import Services
+from shared.domain.ports import Services
+from shared.pipeline.reconciler import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.datasets import iter_lines, split_part
-from shared.runs import Run
-from shared.storage import SPLITS_PREFIX, DatasetStore
+from shared.domain.runs import Run
+from shared.domain.storage import SPLITS_PREFIX, DatasetStore
 
 
 @dataclass(frozen=True)

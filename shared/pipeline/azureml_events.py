@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shared.reconciler import reconcile
-from shared.services import Services
+from shared.domain.ports import Services
+from shared.pipeline.reconciler import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.runs import Run
+from shared.domain.runs import Run
 
 EVENT_TYPE_PREFIX = "FinetuneAutopilot.Run."
 

@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.runs import Run, RunState
+from shared.domain.runs import Run, RunState
 
 MAX_PAGE = 100  # the most runs one ``list_runs`` call answers
 
