@@ -22,6 +22,7 @@ def build(env: Mapping[str, str]) -> Services:
     from shared.adapters.blobs import BlobDatasetStore
     from shared.adapters.connections import app_credential, blob_service, table_service
     from shared.adapters.eventgrid import EventGridTopicPublisher
+    from shared.adapters.retry import ShortWaitRetries
     from shared.adapters.scoring import HttpScorer
     from shared.adapters.tables import TableLedger
 
@@ -33,11 +34,13 @@ def build(env: Mapping[str, str]) -> Services:
         settings=settings,
         ledger=TableLedger(table_service(env, LEDGER_CONNECTION), settings.ledger_table),
         store=BlobDatasetStore(container),
-        azureml=AzureMLWorkspace(
-            app_credential(env),
-            settings.subscription_id,
-            settings.resource_group,
-            settings.workspace,
+        azureml=ShortWaitRetries(
+            AzureMLWorkspace(
+                app_credential(env),
+                settings.subscription_id,
+                settings.resource_group,
+                settings.workspace,
+            )
         ),
         scorer=HttpScorer(),
         publisher=(

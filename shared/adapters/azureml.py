@@ -53,17 +53,15 @@ class AzureMLWorkspace:
     ) -> None:
         from azure.ai.ml import MLClient
 
-        from shared.adapters.retry import ShortWaitRetry
-
-        # In-call retries only for a 429/503 that asks for a short wait; any other
-        # failure returns at once and the reconciler tries again on a later tick
-        # (honouring Retry-After), so no invocation sits waiting on Azure.
+        # No SDK retries: a refused call returns at once; short service-requested
+        # waits are taken around this port (``shared/adapters/retry.py``), longer
+        # ones by the reconciler on a later tick, so no invocation waits long.
         self._client: MLClient = MLClient(
             credential,
             subscription_id=subscription_id,
             resource_group_name=resource_group,
             workspace_name=workspace,
-            retry_policy=ShortWaitRetry(),
+            retry_total=0,
         )
 
     def register_data(self, name: str, version: str, url: str, description: str) -> str:

@@ -1,6 +1,6 @@
 """Which refused Azure ML calls the app retries inside the call (``shared/adapters/retry.py``).
 
-The app's own adapter against the emulator: a 429/503 asking for a short wait is
+The app's own Azure ML port, as composed, against the emulator: a 429/503 asking for a short wait is
 sent again after that wait, within the call; anything else comes back at once
 as a ``RetryableError`` for the reconciler to schedule.
 """

@@ -67,3 +67,12 @@ def test_wait_for_port_times_out_with_the_address_in_the_message() -> None:
 def test_wait_for_port_rejects_negative_timeout() -> None:
     with pytest.raises(ValueError, match="timeout"):
         wait_for_port("127.0.0.1", free_port(), timeout=-1)
+
+
+def test_the_short_wait_wrapper_covers_every_azure_ml_port_method() -> None:
+    """A port method the wrapper does not define would bypass the short waits."""
+    from shared.adapters.retry import ShortWaitRetries
+    from shared.domain.azureml import AzureML
+
+    port = {name for name in vars(AzureML) if not name.startswith("_")}
+    assert port <= set(vars(ShortWaitRetries)), port - set(vars(ShortWaitRetries))
