@@ -13,7 +13,7 @@ PY_IAC := $(VENV_IAC)/bin/python
 STAMP_IAC := $(VENV_IAC)/.installed
 CHECKOV_REPORT := .local-stack/checkov.json
 
-.PHONY: run demo test test-fast check check-infra test-azure lint format typecheck install emulator host clean
+.PHONY: run demo bench test test-fast check check-infra test-azure lint format typecheck install emulator host clean
 
 install: $(STAMP_PY) $(STAMP_NODE)
 
@@ -40,6 +40,11 @@ run: install
 ## make demo: the same, non-interactive: exit 0 once the sample run is LIVE.
 demo: install
 	$(PY) -m local.demo
+
+## make bench: every benchmark in bench/, one after the other (about half an hour);
+## writes bench/results.md, each figure a ratio against a reference from the same run.
+bench: install
+	$(PY) -m bench
 
 ## make test: lint, format check, type check, the deployment template's checks,
 ## then the whole test suite (tests/infra already ran in check-infra), on two
