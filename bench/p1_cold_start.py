@@ -506,7 +506,8 @@ def targets(by_key: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines.append(
         f"- First blob-trigger call (measured, no target): up to its first request "
         f"{_x(first_request['ratio'])} `import function_app` (`azure.ai.ml` loaded by then in "
-        f"{early} processes); up to its first Azure ML request {_x(azure_ml['ratio'])}. "
+        f"{early} processes); up to its first request to Azure ML (the identity token it "
+        f"needs first) {_x(azure_ml['ratio'])}. "
         f"The blob path needs `azure.ai.ml` (data assets, the job), so its first call pays "
         f"the import {when}; `import azure.ai.ml` alone is "
         f"{_x(by_key['import_azure_ml']['ratio'])} `import azure.functions`."
