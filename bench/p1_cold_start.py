@@ -446,8 +446,10 @@ def _loaded(row: Mapping[str, Any]) -> str:
     return f"{loaded}/{told}" if told else "-"
 
 
-def targets(by_key: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def targets(meta: Mapping[str, Any], by_key: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Each target of the issue, met or not, with the measured cause of a gap."""
+    load = max(meta["load_average"]["start"][0], meta["load_average"]["end"][0])
+    cores = meta["processor_count"]
     lines: list[str] = []
     health = by_key["first_health"]
     routes = [by_key[k] for k in ("first_health", "first_list_runs", "first_get_run")]
@@ -461,12 +463,26 @@ def targets(by_key: Mapping[str, Mapping[str, Any]]) -> list[str]:
         f"**{'met' if met else 'not met'}** (`azure.ai.ml` loaded by the first call in "
         f"{loaded} of {sum(r['n'] for r in routes)} fresh processes)."
     )
+    median_cpu = statistics.median(cpu_ms)
+    # The call waits on nothing (the ledger's port refuses at once), so on an idle core
+    # its wall time is its CPU time; on a loaded machine the difference is time spent
+    # waiting for a core, and the verdict then rests on the CPU time.
+    if median_ms <= 100:
+        verdict = "met"
+    elif median_cpu <= 100:
+        verdict = (
+            f"met by CPU time, not by wall time at this run's load (1-minute load "
+            f"average up to {load:.1f} on {cores} cores)"
+        )
+    else:
+        verdict = "not met"
     lines.append(
-        f"- First health call <= 0.1 s: **{'met' if median_ms <= 100 else 'not met'}**: "
-        f"median {median_ms:.0f} ms in-process (min {min(first_ms):.0f}, max "
-        f"{max(first_ms):.0f}; CPU time median {statistics.median(cpu_ms):.0f} ms, which "
-        f"the machine's load inflates less; the only absolute figures here, because the "
-        f"target is one), {_x(health['ratio'])} the second call."
+        f"- First health call <= 0.1 s: **{verdict}**: CPU time median {median_cpu:.0f} ms "
+        f"(min {min(cpu_ms):.0f}, max {max(cpu_ms):.0f}), wall median {median_ms:.0f} ms "
+        f"(min {min(first_ms):.0f}, max {max(first_ms):.0f}), in-process; the only "
+        f"absolute figures here, because the target is one. The call waits on nothing "
+        f"(the ledger's port refuses at once), so wall time above CPU time is time spent "
+        f"waiting for a core. {_x(health['ratio'])} the second call."
     )
     app = by_key["import_app"]["ratio"]
     extension = by_key["import_blob_extension"]["ratio"]
@@ -521,7 +537,9 @@ def report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         "## P1: Cold start",
         "",
         f"`{COMMAND}` ({meta['pairs']} pairs after {meta['warmup']} warm-ups; "
-        f"run {meta['date']}, {meta['processor_count']} cores, Python {meta['python']}).",
+        f"run {meta['date']}, {meta['processor_count']} cores, 1-minute load average "
+        f"{meta['load_average']['start'][0]:.1f} at the start and "
+        f"{meta['load_average']['end'][0]:.1f} at the end, Python {meta['python']}).",
         "",
         "Fresh processes. Whole-process rows: A/B pairs in alternation, ratio A/B per pair. "
         "Route rows: the first and second call of one route in each fresh process, settings "
@@ -538,7 +556,7 @@ def report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
             f"| {row['measurement']} | {row['reference']} | {row['n']} | {_x(row['ratio'])} "
             f"| {rss} | {_loaded(row)} |"
         )
-    lines += ["", "Targets:", "", *targets(by_key), ""]
+    lines += ["", "Targets:", "", *targets(meta, by_key), ""]
     return "\n".join(lines)
 
 
@@ -551,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count, warmup = (1, 0) if args.quick else (args.pairs, args.warmup)
     out: Path = args.out or (Path(tempfile.mkdtemp(prefix=NAME)) if args.quick else RESULTS)
+    load_before = os.getloadavg()
     rows = [row.summary() for row in measure(count, warmup)]
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -559,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "processor_count": os.cpu_count(),
         "pairs": count,
         "warmup": warmup,
-        "load_average": os.getloadavg(),
+        "load_average": {"start": load_before, "end": os.getloadavg()},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{NAME}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
