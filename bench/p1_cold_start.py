@@ -20,7 +20,7 @@ warm-up runs; each pair gives one ratio, and the table shows the median and
 the range of those ratios, so drift on a shared machine cancels. Peak RSS comes
 from ``wait4`` for each child.
 
-    .venv/bin/python -m bench.p1_cold_start [--pairs 11] [--warmup 2] [--quick] [--out DIR]
+    .venv/bin/python -m bench.p1_cold_start [--pairs 9] [--warmup 1] [--quick] [--out DIR]
 
 Results go to ``bench/results/p1_cold_start.json`` (raw figures) and ``.md``
 (the report section); ``--quick`` (one pair, no warm-up: a smoke test) writes
@@ -562,8 +562,8 @@ def report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=11, help="recorded pairs per row")
-    parser.add_argument("--warmup", type=int, default=2, help="unrecorded pairs per row first")
+    parser.add_argument("--pairs", type=int, default=9, help="recorded pairs per row")
+    parser.add_argument("--warmup", type=int, default=1, help="unrecorded pairs per row first")
     parser.add_argument("--quick", action="store_true", help="one pair, no warm-up")
     parser.add_argument("--out", type=Path, default=None, help="where to write the results")
     args = parser.parse_args(argv)
