@@ -536,7 +536,8 @@ def report(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "## P1: Cold start",
         "",
-        f"`{COMMAND}` ({meta['pairs']} pairs after {meta['warmup']} warm-ups; "
+        f"`{COMMAND}` ({meta['pairs']} pairs after {meta['warmup']} warm-up"
+        f"{'' if meta['warmup'] == 1 else 's'}; "
         f"run {meta['date']}, {meta['processor_count']} cores, 1-minute load average "
         f"{meta['load_average']['start'][0]:.1f} at the start and "
         f"{meta['load_average']['end'][0]:.1f} at the end, Python {meta['python']}).",
