@@ -1,8 +1,10 @@
 """The composition root: the one place that wires adapters to the ports.
 
 ``services()`` is cached: the first trigger invocation builds everything, later
-ones reuse it. Nothing here runs at import time. Tests build ``Services``
-(``shared.domain.ports``) with their own ports instead.
+ones reuse it. Nothing here runs at import time, and building is cheap: an
+adapter whose SDK is costly to load (Azure ML, Event Grid) builds its client on
+first use, so a route that never reaches Azure ML never imports it. Tests build
+``Services`` (``shared.domain.ports``) with their own ports instead.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The Azure ML port on the real ``azure-ai-ml`` client.
 
-``azure.ai.ml`` costs seconds to import, so it is imported here, when the
-adapter is first built, never on the import path of ``function_app``.
+``azure.ai.ml`` costs most of a second to import (and tens of MiB), so the
+SDK client is built on the adapter's first use, not when the composition root
+builds the adapter: triggers and routes that never reach Azure ML (health,
+listing, reading a run) never import it. The first use builds it once, under a
+lock, as the sweep's worker threads may all reach it at the same moment.
 
 Long operations (``begin_*``) send their first request and return: the SDK's
 ``LROPoller`` keeps polling on its own daemon thread, but nothing here waits
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,18 +55,35 @@ class AzureMLWorkspace:
         resource_group: str,
         workspace: str,
     ) -> None:
-        from azure.ai.ml import MLClient
+        self._credential = credential
+        self._subscription_id = subscription_id
+        self._resource_group = resource_group
+        self._workspace = workspace
+        self._ml_client: MLClient | None = None
+        self._lock = threading.Lock()
 
-        # No SDK retries: a refused call returns at once; short service-requested
-        # waits are taken around this port (``shared/adapters/retry.py``), longer
-        # ones by the reconciler on a later tick, so no invocation waits long.
-        self._client: MLClient = MLClient(
-            credential,
-            subscription_id=subscription_id,
-            resource_group_name=resource_group,
-            workspace_name=workspace,
-            retry_total=0,
-        )
+    @property
+    def _client(self) -> MLClient:
+        """The SDK client, built (and ``azure.ai.ml`` imported) on first use, once."""
+        client = self._ml_client
+        if client is None:
+            with self._lock:
+                if self._ml_client is None:
+                    from azure.ai.ml import MLClient
+
+                    # No SDK retries: a refused call returns at once; short
+                    # service-requested waits are taken around this port
+                    # (shared/adapters/retry.py), longer ones by the reconciler on
+                    # a later tick, so no invocation waits long.
+                    self._ml_client = MLClient(
+                        self._credential,
+                        subscription_id=self._subscription_id,
+                        resource_group_name=self._resource_group,
+                        workspace_name=self._workspace,
+                        retry_total=0,
+                    )
+                client = self._ml_client
+        return client
 
     def register_data(self, name: str, version: str, url: str, description: str) -> str:
         from azure.ai.ml.constants import AssetTypes

@@ -8,6 +8,8 @@
     └── PermanentError        retrying cannot help; the run ends with the message
         ├── SettingsError         app settings missing or invalid (all named at once)
         ├── InvalidInput          a request or dataset that breaks the contract
+        │   ├── RunNotFound           no run with that id
+        │   └── NotAllowedNow         the run's state forbids the request
         └── PermissionDenied      a 403: names the identity, the scope and the role
 
 Adapters translate SDK exceptions into these (``raise ... from exc``), so no
@@ -50,6 +52,14 @@ class SettingsError(PermanentError):
 
 class InvalidInput(PermanentError):
     """Input that breaks the contract: a bad request field, a bad metadata value."""
+
+
+class RunNotFound(InvalidInput):
+    """No run with that id."""
+
+
+class NotAllowedNow(InvalidInput):
+    """The run's state forbids the request (HTTP 409)."""
 
 
 class PermissionDenied(PermanentError):

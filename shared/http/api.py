@@ -7,6 +7,9 @@ built only when a request needs them), then turns the ``Reply`` into its
 response. The rules live here as pure functions with unit tests: blob names
 and URLs, request bodies, listing queries, paging tokens, problem details.
 The OpenAPI document describing all of it is ``shared.http.openapi``.
+The pipeline (``intake``, ``control``) is imported by the routes that start or
+change runs, when they run: health, listing and reading a run load only the
+ledger's side of the app, which keeps a new worker's first answer cheap.
 
 Errors are RFC 9457 problem details (``application/problem+json``)::
 
@@ -42,8 +45,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 from shared.domain.errors import (
     InvalidInput,
+    NotAllowedNow,
     PermanentError,
     RetryableError,
+    RunNotFound,
     SettingsError,
 )
 from shared.domain.hyperparameters import ALLOWED
@@ -52,8 +57,6 @@ from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
 from shared.domain.settings import DATASET_CONNECTION, storage_connection
 from shared.pipeline import health as liveness
-from shared.pipeline.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
-from shared.pipeline.intake import accept_upload, skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,8 @@ def parse_start(body: bytes, container_url: str | None) -> StartRequest:
         errors.append(FieldError("force", "must be true or false"))
     if errors:  # a 422 kind stands only when it is the one problem, like the skip rule
         raise RequestInvalid(errors, kind=kind if len(errors) == 1 else "invalid-request")
+    from shared.pipeline.intake import skip_reason
+
     reason = skip_reason(name)
     if reason is not None:
         detail = f"{name} is not a dataset upload: {reason}"
@@ -447,6 +452,8 @@ def start_run(
 ) -> Reply:
     """``POST /api/runs``: start a run from a blob of the dataset container."""
 
+    from shared.pipeline.intake import accept_upload
+
     def call() -> Reply:
         services = get_services()
         container = services.settings.dataset_container
@@ -506,11 +513,15 @@ def get_run(get_services: GetServices, run_id: str) -> Reply:
 
 def cancel_run(get_services: GetServices, run_id: str) -> Reply:
     """``POST /api/runs/{id}/cancel``."""
+    from shared.pipeline.control import request_cancel
+
     return _answer(lambda: _requested(get_services, run_id, request_cancel, "cancel"))
 
 
 def retry_run(get_services: GetServices, run_id: str) -> Reply:
     """``POST /api/runs/{id}/retry``."""
+    from shared.pipeline.control import request_retry
+
     return _answer(lambda: _requested(get_services, run_id, request_retry, "retry"))
 
 

@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.domain.errors import ConcurrencyConflict, InvalidInput
+from shared.domain.errors import ConcurrencyConflict, NotAllowedNow, RunNotFound
 from shared.domain.ports import Services
 from shared.domain.runs import CANCELLABLE, Run
 from shared.pipeline.reconciler import reconcile
-
-
-class RunNotFound(InvalidInput):
-    """No run with that id."""
-
-
-class NotAllowedNow(InvalidInput):
-    """The run's state forbids the request (HTTP 409)."""
 
 
 def request_cancel(services: Services, run_id: str) -> Run:

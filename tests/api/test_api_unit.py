@@ -13,14 +13,15 @@ import pytest
 from shared.domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
+    NotAllowedNow,
     PermanentError,
     RetryableError,
+    RunNotFound,
     SettingsError,
 )
 from shared.domain.ledger import RunSummary, StoredRun
 from shared.domain.runs import DatasetRef, Run, RunState
 from shared.http import api
-from shared.pipeline.control import NotAllowedNow, RunNotFound
 
 AZURITE = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"

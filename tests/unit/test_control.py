@@ -8,10 +8,10 @@ import datetime as dt
 
 import pytest
 
-from shared.domain.errors import ConcurrencyConflict, RetryableError
+from shared.domain.errors import ConcurrencyConflict, NotAllowedNow, RetryableError, RunNotFound
 from shared.domain.runs import RunState
 from shared.domain.smoke import Answer
-from shared.pipeline.control import NotAllowedNow, RunNotFound, request_cancel, request_retry
+from shared.pipeline.control import request_cancel, request_retry
 from tests.support.fakes import Harness, accept, drive, step
 
 EP = "ep-test"

@@ -112,3 +112,66 @@ def test_the_blob_trigger_source_is_polling_unless_event_grid_is_chosen() -> Non
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == expected
+
+
+# Index the app as the worker does, call the read-only routes through the app's own
+# functions, and report their statuses and which of Azure ML and the pipeline they loaded.
+READ_ROUTES = r"""
+import json, sys
+import azure.functions as func
+import function_app
+
+functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+statuses = {}
+for name, path, params in (
+    ("health", "/api/health", {}),
+    ("list_runs", "/api/runs", {}),
+    ("get_run", "/api/runs/r-1", {"id": "r-1"}),
+):
+    request = func.HttpRequest("GET", "http://127.0.0.1" + path, body=b"", route_params=params)
+    statuses[name] = functions[name](request).status_code
+loaded = [name for name in ("azure.ai.ml", "shared.pipeline.reconciler") if name in sys.modules]
+print(json.dumps({"statuses": statuses, "loaded": loaded}))
+"""
+
+
+def test_the_health_list_and_get_run_routes_never_import_azure_ml_or_the_pipeline() -> None:
+    # Every setting valid, every service on a closed loopback port: the routes
+    # build the app's services and fail fast on the ledger, with no network time.
+    from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+    from local.ports import free_port
+
+    closed = free_port()
+    endpoint = f"http://127.0.0.1:{closed}/{ACCOUNT_NAME}"
+    storage = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={endpoint};QueueEndpoint={endpoint};TableEndpoint={endpoint};"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "AzureWebJobsStorage": storage,
+        "DATASET_STORAGE": storage,
+        "DATASET_CONTAINER": "datasets",
+        "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
+        "AZURE_RESOURCE_GROUP": "rg-cold",
+        "AZUREML_WORKSPACE": "mlw-cold",
+        "FINETUNE_BASE_MODEL": (
+            "azureml://registries/azureml/models/mistralai-Mistral-7B-v01/versions/19"
+        ),
+        "FINETUNE_INSTANCE_TYPES": "Standard_NC24ads_A100_v4",
+        "AZUREML_DEV_URL_MFE": f"http://127.0.0.1:{closed}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", READ_ROUTES],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # 503: the services were built and the ledger was tried (not a settings error).
+    assert result["statuses"] == {"health": 503, "list_runs": 503, "get_run": 503}
+    assert result["loaded"] == []
