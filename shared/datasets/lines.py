@@ -102,6 +102,43 @@ class LineSplitter:
                 self._skipped = len(self._pending)
                 self._pending = bytearray()
 
+    def take_block(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(block, rest): the lines this chunk completes, taken whole, and what follows them.
+
+        The block is the pending partial line and the chunk up to its last
+        newline, each line still with its line end: hand it to
+        ``block_lines``, or check it whole and ``count_lines`` it. Feed ``rest``
+        (no newline in it) as usual. While a long line is being skipped, the
+        block is empty and ``rest`` is the whole chunk.
+        """
+        cut = 0 if self._skipping else chunk.rfind(b"\n") + 1
+        if not cut:
+            return b"", chunk
+        if self._pending:
+            block = b"".join((self._pending, memoryview(chunk)[:cut]))
+            self._pending = bytearray()
+        else:
+            block = chunk[:cut]
+        return block, chunk[cut:]
+
+    def block_lines(self, block: bytes) -> Iterator[tuple[int, bytes | None]]:
+        """The numbered lines of a block from ``take_block``, as ``feed`` gives them."""
+        parts = block.split(b"\n")
+        parts.pop()  # the block ends with a newline
+        for part in parts:
+            yield self._complete(part)
+
+    def block_line(self, block: bytes, start: int) -> tuple[int, bytes | None, int]:
+        """The line of a block from ``take_block`` at offset ``start``, numbered: (number,
+        line as ``feed`` gives it, offset of the next line)."""
+        end = block.index(b"\n", start)
+        number, line = self._complete(block[start:end])
+        return number, line, end + 1
+
+    def count_lines(self, lines: int) -> None:
+        """Number ``lines`` lines of a block from ``take_block`` checked whole."""
+        self.line += lines
+
     def finish(self) -> Iterator[tuple[int, bytes | None]]:
         """The last line if the input does not end with a newline."""
         if self._skipping:
