@@ -18,9 +18,9 @@ those lines one by one. Why the two cannot differ, one point per way they could:
   unknown fields and require each of theirs, so an object holds exactly its
   fields (``messages`` must not be empty). Whitespace around a line's value is
   JSON whitespace to both paths.
-- **One value per line.** The lines are decoded as one document, each line
-  wrapped in an array of exactly one record: ``[[line 1],[line 2],...]``.
-  Each ``],[`` put in for a newline can only close a line's array (inside a
+- **One value per line.** Each line is wrapped in an array of exactly one
+  record, ``[line 1]\\n[line 2]...``, and the whole decoded as JSON lines.
+  Each ``]\\n[`` put in for a newline can only close a line's array (inside a
   record, the ``[`` after it would have to be a key), so as many arrays as
   lines means each line is one record and nothing more: a blank line, two
   values on a line or a value running over two lines all fail.
@@ -77,7 +77,7 @@ class BlockChecker:
     collects into lists the decoder's hook appends to.
     """
 
-    __slots__ = ("_decode", "_error", "_examples", "_firsts", "_max_line", "_seconds")
+    __slots__ = ("_decode_lines", "_error", "_examples", "_firsts", "_max_line", "_seconds")
 
     def __init__(self, pair: tuple[str, str] | None, max_line_bytes: int) -> None:
         """``pair``: the text field pair (prompt, completion), or None for chat."""
@@ -104,26 +104,26 @@ class BlockChecker:
         self._firsts: list[str] = []
         self._seconds: list[str] = []
         hook = _collector(self._firsts.append, self._seconds.append)
-        decoder: msgspec.json.Decoder[list[tuple[Any]]]
-        decoder = msgspec.json.Decoder(list[tuple[record]], dec_hook=hook)  # type: ignore[valid-type]
-        self._decode = decoder.decode
+        decoder: msgspec.json.Decoder[tuple[Any]]
+        decoder = msgspec.json.Decoder(tuple[record], dec_hook=hook)  # type: ignore[valid-type]
+        self._decode_lines = decoder.decode_lines
         self._error = msgspec.DecodeError
         self._max_line = max_line_bytes
 
     def examples(self, block: bytes) -> Examples | None:
-        """Every line of ``block`` (each ending with LF) as a valid example, or None.
+        """Every line of ``block`` as a valid example, or None.
 
+        ``block`` is LF, then lines each ending with LF (``take_block``'s form).
         A line's CR is part of it here: the caller turns CRLF into LF first.
         """
         if not self._within_limit(block):
             return None
-        separated = block.replace(b"\n", b"],[")
-        lines = (len(separated) - len(block)) // 2
-        wrapped = b"".join((b"[[", memoryview(separated)[:-2], b"]"))
-        del separated
+        # LF L1 LF L2 LF -> ]LF[L1]LF[L2]LF[ -> [L1]LF[L2]: one array per line.
+        separated = block.replace(b"\n", b"]\n[")
+        lines = (len(separated) - len(block)) // 2 - 1
         firsts, seconds = self._firsts, self._seconds
         try:
-            records = self._decode(wrapped)
+            records = self._decode_lines(memoryview(separated)[2:-2])
             if len(records) != lines:
                 return None
             return self._examples(records, firsts, seconds)
@@ -137,7 +137,7 @@ class BlockChecker:
         """No line of the block is longer than the limit."""
         # From each line start, the last LF within the limit ends a run of short enough lines.
         window = self._max_line + 1
-        start, end = 0, len(block)
+        start, end = 1, len(block)
         while end - start > window:
             newline = block.rfind(b"\n", start, start + window)
             if newline < 0:

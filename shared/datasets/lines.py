@@ -105,32 +105,30 @@ class LineSplitter:
     def take_block(self, chunk: bytes) -> tuple[bytes, bytes]:
         """(block, rest): the lines this chunk completes, taken whole, and what follows them.
 
-        The block is the pending partial line and the chunk up to its last
-        newline, each line still with its line end: hand it to
-        ``block_lines``, or check it whole and ``count_lines`` it. Feed ``rest``
-        (no newline in it) as usual. While a long line is being skipped, the
-        block is empty and ``rest`` is the whole chunk.
+        The block is an LF (the end of the line before it, so that every line
+        of the block lies between two LFs), the pending partial line, and the
+        chunk up to its last newline; the lines keep their line ends. Hand it
+        to ``block_lines`` or ``block_line``, or check it whole and
+        ``count_lines`` it. Feed ``rest`` (no newline in it) as usual. While a
+        long line is being skipped, the block is empty and ``rest`` is the
+        whole chunk.
         """
         cut = 0 if self._skipping else chunk.rfind(b"\n") + 1
         if not cut:
             return b"", chunk
-        if self._pending:
-            block = b"".join((self._pending, memoryview(chunk)[:cut]))
-            self._pending = bytearray()
-        else:
-            block = chunk[:cut]
+        block = b"".join((b"\n", self._pending, memoryview(chunk)[:cut]))
+        self._pending = bytearray()
         return block, chunk[cut:]
 
     def block_lines(self, block: bytes) -> Iterator[tuple[int, bytes | None]]:
         """The numbered lines of a block from ``take_block``, as ``feed`` gives them."""
         parts = block.split(b"\n")
-        parts.pop()  # the block ends with a newline
-        for part in parts:
-            yield self._complete(part)
+        for index in range(1, len(parts) - 1):  # between the first LF and the last
+            yield self._complete(parts[index])
 
     def block_line(self, block: bytes, start: int) -> tuple[int, bytes | None, int]:
-        """The line of a block from ``take_block`` at offset ``start``, numbered: (number,
-        line as ``feed`` gives it, offset of the next line)."""
+        """The line of a block from ``take_block`` that starts at ``start`` (after an LF),
+        numbered: (number, the line as ``feed`` gives it, where the next one starts)."""
         end = block.index(b"\n", start)
         number, line = self._complete(block[start:end])
         return number, line, end + 1

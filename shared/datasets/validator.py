@@ -49,6 +49,8 @@ _bloom_hash: Final = partial(hashlib.blake2b, digest_size=_BLOOM_DIGEST.size)
 # filter share a byte in about 3% of batches (those go one by one).
 _BLOOM_BATCH: Final = 256
 _BIT_OF_BYTE: Final = bytes(1 << (byte & 7) for byte in range(256))
+# Blocks checked whole are at most about this long (plus a partial line).
+_BLOCK_BYTES: Final = 1 << 20
 DUPLICATES_METHOD: Final = (
     "approximate: examples whose content (field values; chat: roles and contents) was seen "
     "before, counted with a {size} Bloom filter ({k} bit positions per example from one "
@@ -137,6 +139,15 @@ class Validator:
         if excess > 0:
             self._over = True
             chunk = chunk[: len(chunk) - excess]
+        if self._fast and len(chunk) > 2 * _BLOCK_BYTES:
+            # In pieces: what a block decodes into stays small whatever the chunk size.
+            for start in range(0, len(chunk), _BLOCK_BYTES):
+                self._feed_lines(chunk[start : start + _BLOCK_BYTES])
+        else:
+            self._feed_lines(chunk)
+        return not self._over
+
+    def _feed_lines(self, chunk: bytes) -> None:
         if self._fast:
             block, chunk = self._splitter.take_block(chunk)
             if block:
@@ -144,7 +155,6 @@ class Validator:
         on_line = self._on_line
         for number, line in self._splitter.feed(chunk):
             on_line(number, line, False)
-        return not self._over
 
     def finish(self) -> Report:
         """Check what is left and build the report."""
@@ -164,22 +174,22 @@ class Validator:
             self._errors.append(LineError(line, problem.code, problem.message))
 
     def _on_block(self, block: bytes) -> None:
-        """Complete lines, each with its line end: whole if possible, else line by line."""
+        """A block from ``LineSplitter.take_block``: whole if possible, else line by line."""
         splitter = self._splitter
         if self._blocks is None:
             # Line by line until a valid record sets the format, then the rest as a block.
-            start = 0
+            start = 1
             while self._blocks is None and start < len(block):
                 number, line, start = splitter.block_line(block, start)
                 self._on_line(number, line, False)
             if start == len(block):
                 return
-            block = block[start:]
+            block = block[start - 1 :]  # from the LF before the next line
         if self._whole(block):
             return
         for number, line in splitter.block_lines(block):
             if line is not None and self._blocks is not None:
-                found = self._blocks.examples(line + b"\n")
+                found = self._blocks.examples(b"".join((b"\n", line, b"\n")))
                 if found is not None:
                     self._accept(number, found)
                     continue

@@ -52,6 +52,7 @@ class Spy:
     """Counts the lines the block checker vouched for, whole blocks and single lines."""
 
     def __init__(self) -> None:
+        self.blocks = 0
         self.whole = 0
         self.single = 0
 
@@ -66,6 +67,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
         if found is not None:
             lines = len(found[0])
             if lines > 1:
+                counts.blocks += 1
                 counts.whole += lines
             else:
                 counts.single += 1
@@ -476,3 +478,24 @@ def test_random_mixtures_agree() -> None:
 
 def test_validator_reports_the_task() -> None:
     assert same(lines(chats(12))).task is TaskType.CHAT
+
+
+def test_duplicates_across_batches_with_the_default_filter(spy: Spy) -> None:
+    """The default filter takes whole batches at once: repeats seen in earlier batches."""
+    first = lines(texts(700))
+    data = first + lines(texts(300, 700)) + first + lines(texts(50))
+
+    report = same(data, "text", Limits(), sizes=(len(data), 1 << 16))
+
+    assert report.duplicates == 750 and spy.whole > 1500
+
+
+def test_large_chunks_are_checked_in_pieces(spy: Spy) -> None:
+    data = lines(texts(40_000))
+    assert len(data) > 3 << 20
+
+    validator = Validator("text", SMALL)
+    validator.feed(data)
+
+    assert validator.finish() == run(data, "text", SMALL, False, 1 << 20)
+    assert spy.blocks >= 3  # about 1 MiB each
