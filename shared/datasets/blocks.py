@@ -43,12 +43,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import accumulate, chain, repeat
 from operator import attrgetter, contains, itemgetter, sub
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from shared.datasets.records import ROLES
-
-Role = Literal["system", "user", "assistant"]
-"""The roles, spelled out for the type checker; equal to ``records.ROLES``."""
 
 _FIRST: Final = itemgetter(0)
 _MESSAGES: Final = attrgetter("messages")
@@ -127,7 +124,7 @@ class BlockChecker:
             if len(records) != lines:
                 return None
             return self._examples(records, firsts, seconds)
-        except self._error:
+        except (self._error, RecursionError):  # a value nested deeper than msgspec goes
             return None
         finally:
             firsts.clear()

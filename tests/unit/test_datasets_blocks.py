@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import random
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from shared.datasets import Limits, LineError, Report, TaskType, Validator
-from shared.datasets.blocks import BlockChecker, Examples, Role
-from shared.datasets.records import ROLES
+from shared.datasets.blocks import BlockChecker, Examples
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FILES = sorted((DATA / "valid").glob("*.jsonl")) + sorted((DATA / "malformed").glob("*.jsonl"))
@@ -77,6 +75,12 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     return counts
 
 
+def short_id(value: object) -> str:
+    """A test id that stays readable for long parameters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def text(i: int, **fields: object) -> dict[str, object]:
     prompt = f'Summarise dialogue {i}:\n#A#: hi\t"there"'
     return {"prompt": prompt, "completion": f"Hi {i}.", **fields}
@@ -124,10 +128,6 @@ def test_clean_chat_file_goes_whole(spy: Spy) -> None:
     assert report.valid and report.examples == 300 and spy.whole == 300
 
 
-def test_role_literal_matches_the_roles() -> None:
-    assert set(typing.get_args(Role)) == ROLES
-
-
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("task", [None, "chat", "text"])
 def test_corpus_agrees(path: Path, task: str | None) -> None:
@@ -139,7 +139,8 @@ def test_corpus_agrees(path: Path, task: str | None) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [
+    ids=short_id,
+    argvalues=[
         b'{"prompt": "a", "prompt": "b", "completion": "c"}',
         b'{"prompt":"a","completion":"c","completion":"d"}',
         # Whitespace before the colon hides keys from the count; a string holding '":'
@@ -163,7 +164,8 @@ def test_repeated_keys_in_text(spy: Spy, bad: bytes) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [
+    ids=short_id,
+    argvalues=[
         {"messages": [{"role": "user", "content": "a"}], "messages2": []},
         '{"messages": [{"role": "user", "content": "a"}], '
         '"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
@@ -222,7 +224,8 @@ def test_escapes_and_non_ascii_agree_and_count_as_duplicates(spy: Spy) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "code"),
-    [
+    ids=short_id,
+    argvalues=[
         (b'{"prompt": "a\\ud83d", "completion": "b"}', "lone_surrogate"),
         (b'{"prompt": "a\\udc00b", "completion": "b"}', "lone_surrogate"),
         (b'{"prompt": "a\xff", "completion": "b"}', "invalid_utf8"),
@@ -237,6 +240,12 @@ def test_escapes_and_non_ascii_agree_and_count_as_duplicates(spy: Spy) -> None:
         (b'{"prompt": 1, "completion": "b"}', "wrong_type"),
         (b'{"prompt": "a", "completion": NaN}', "invalid_json"),
         (b'{"prompt": "a"}', "missing_field"),
+        (b'{"prompt": ' + b"[" * 5000 + b"]" * 5000 + b', "completion": "b"}', "invalid_json"),
+        (
+            b'{"prompt": ' + b'{"a":' * 3000 + b"1" + b"}" * 3000 + b', "completion": "b"}',
+            "invalid_json",
+        ),
+        (b'{"prompt": ' + b"9" * 5000 + b', "completion": "b"}', "invalid_json"),
         (b'{"prompt": "a", "completion": "b"}{"prompt": "a", "completion": "b"}', "invalid_json"),
         (b'{"prompt": "a", "completion": "b"} {"prompt": "c", "completion": "d"}', "invalid_json"),
         (b'{"prompt": "a", "completion": "b"}\x0b', "invalid_json"),
@@ -259,7 +268,8 @@ def test_a_bad_line_inside_a_good_block_keeps_its_line_number(
 
 @pytest.mark.parametrize(
     ("bad", "code"),
-    [
+    ids=short_id,
+    argvalues=[
         ({"messages": []}, "empty_messages"),
         ({"messages": [{"role": "assistant", "content": "a"}]}, "no_user_message"),
         ({"messages": [{"role": "user", "content": "q"}]}, "no_assistant_message"),
@@ -274,6 +284,7 @@ def test_a_bad_line_inside_a_good_block_keeps_its_line_number(
         ({"messages": [{"role": "bot", "content": "q"}]}, "invalid_role"),
         ({"messages": [{"role": "user", "content": ["q"]}]}, "wrong_type"),
         ({"messages": "hi"}, "wrong_type"),
+        ({"messages": [{"role": "user", "content": [[[[[[]]]]]]}]}, "wrong_type"),
         ({"prompt": "a", "completion": "b"}, "format_mismatch"),
     ],
 )
@@ -283,6 +294,21 @@ def test_a_bad_chat_line_inside_a_good_block(bad: dict[str, object], code: str) 
     report = same(data, "chat")
 
     assert [(e.line, e.code) for e in report.errors] == [(301, code)], report.errors
+
+
+@pytest.mark.parametrize("field", ["role", "content"])
+def test_deep_nesting_inside_a_chat_field(field: str) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    message = {"role": b'"user"', "content": b'"q"', field: deep}
+    bad = b'{"messages": [{"role": %s, "content": %s}, {"role": "assistant", "content": "a"}]}' % (
+        message["role"],
+        message["content"],
+    )
+    data = lines(chats(300)) + bad + b"\n" + lines(chats(300, 300))
+
+    report = same(data, "chat")
+
+    assert [(e.line, e.code) for e in report.errors] == [(301, "invalid_json")], report.errors
 
 
 def test_extra_fields_are_valid_through_the_slow_path() -> None:
