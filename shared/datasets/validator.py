@@ -185,22 +185,23 @@ class Validator:
             if start == len(block):
                 return
             block = block[start - 1 :]  # from the LF before the next line
-        if self._whole(block):
+        checker = self._blocks
+        assert checker is not None  # the loop above ran until a record set the format
+        if self._whole(checker, block):
             return
         for number, line in splitter.block_lines(block):
-            if line is not None and self._blocks is not None:
-                found = self._blocks.examples(b"".join((b"\n", line, b"\n")))
+            if line is not None:
+                found = checker.examples(b"".join((b"\n", line, b"\n")))
                 if found is not None:
                     self._accept(number, found)
                     continue
             self._on_line(number, line, False)
 
-    def _whole(self, block: bytes) -> bool:
+    def _whole(self, checker: BlockChecker, block: bytes) -> bool:
         """True if the block checker found every line of the block valid (counted then)."""
-        assert self._blocks is not None
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")  # as the splitter strips a line's CR
-        found = self._blocks.examples(block)
+        found = checker.examples(block)
         if found is None:
             return False
         self._splitter.count_lines(len(found[0]))
@@ -409,8 +410,9 @@ class Validator:
             unset = ((before & bits) ^ bits).to_bytes(len(indexes), "little")
             after = (before | bits).to_bytes(len(indexes), "little")
             deque(map(bloom.__setitem__, indexes, after), maxlen=0)
-            # An example was seen when none of its 4 bytes has an unset bit.
-            return struct.unpack(f"<{len(indexes) // _BLOOM_HASHES}I", unset).count(0)
+            # An example was seen when none of its bytes has an unset bit: with
+            # _BLOOM_HASHES == 4, when its 32-bit word of `unset` is 0.
+            return struct.unpack(f"<{len(indexes) // 4}I", unset).count(0)
         seen_count = 0
         examples = iter(words)
         for example in zip(*[examples] * _BLOOM_HASHES, strict=True):
