@@ -22,7 +22,8 @@ peak RSS on a 1 GB chat file against a 100 MB one (same generator).
 
     .venv/bin/python -m bench.p2_validation [--rounds N] [--quick]
 
-Writes ``bench/results/p2_validation.json`` (raw figures) and ``.md`` (a section).
+Writes ``bench/results/p2_validation.json`` (raw figures) and ``.md`` (a section);
+``--quick`` writes ``p2_validation.quick.*`` instead.
 """
 
 from __future__ import annotations
@@ -583,9 +584,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["targets"] = _targets(files, rss)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
+    # A smoke test's tiny figures must not replace the recorded ones.
+    stem = f"{NAME}.quick" if args.quick else NAME
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = _markdown(report)
-    (RESULTS / f"{NAME}.md").write_text(markdown)
+    (RESULTS / f"{stem}.md").write_text(markdown)
     print(markdown)
     print(f"done in {report['meta']['seconds']}s", file=sys.stderr)
     return 0
