@@ -35,9 +35,11 @@ reported per line: the first problem found in it. The rules, beyond the formats:
 
 The package: :mod:`~shared.datasets.lines` (numbered lines in constant memory,
 the split rule), :mod:`~shared.datasets.records` (one line: JSON, format,
-fields; every problem has a stable code), :mod:`~shared.datasets.validator`
-(the streaming pass and its statistics), :mod:`~shared.datasets.report` (the
-report, ``ERROR_CODES``), :mod:`~shared.datasets.cli`.
+fields; every problem has a stable code), :mod:`~shared.datasets.blocks` (the
+fast path: a block of lines found valid at once with msgspec, or left to
+``records``), :mod:`~shared.datasets.validator` (the streaming pass and its
+statistics), :mod:`~shared.datasets.report` (the report, ``ERROR_CODES``),
+:mod:`~shared.datasets.cli`.
 """
 
 from shared.datasets.cli import main

@@ -102,6 +102,41 @@ class LineSplitter:
                 self._skipped = len(self._pending)
                 self._pending = bytearray()
 
+    def take_block(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(block, rest): the lines this chunk completes, taken whole, and what follows them.
+
+        The block is an LF (the end of the line before it, so that every line
+        of the block lies between two LFs), the pending partial line, and the
+        chunk up to its last newline; the lines keep their line ends. Hand it
+        to ``block_lines`` or ``block_line``, or check it whole and
+        ``count_lines`` it. Feed ``rest`` (no newline in it) as usual. While a
+        long line is being skipped, the block is empty and ``rest`` is the
+        whole chunk.
+        """
+        cut = 0 if self._skipping else chunk.rfind(b"\n") + 1
+        if not cut:
+            return b"", chunk
+        block = b"".join((b"\n", self._pending, memoryview(chunk)[:cut]))
+        self._pending = bytearray()
+        return block, chunk[cut:]
+
+    def block_lines(self, block: bytes) -> Iterator[tuple[int, bytes | None]]:
+        """The numbered lines of a block from ``take_block``, as ``feed`` gives them."""
+        parts = block.split(b"\n")
+        for index in range(1, len(parts) - 1):  # between the first LF and the last
+            yield self._complete(parts[index])
+
+    def block_line(self, block: bytes, start: int) -> tuple[int, bytes | None, int]:
+        """The line of a block from ``take_block`` that starts at ``start`` (after an LF),
+        numbered: (number, the line as ``feed`` gives it, where the next one starts)."""
+        end = block.index(b"\n", start)
+        number, line = self._complete(block[start:end])
+        return number, line, end + 1
+
+    def count_lines(self, lines: int) -> None:
+        """Number ``lines`` lines of a block from ``take_block`` checked whole."""
+        self.line += lines
+
     def finish(self) -> Iterator[tuple[int, bytes | None]]:
         """The last line if the input does not end with a newline."""
         if self._skipping:
