@@ -4,18 +4,23 @@ Reads stream in chunks with ``If-Match`` on the version the run saw, so a blob
 overwritten mid-read is noticed, never half-mixed. Large parts are written as
 staged blocks (4 MiB each), so memory stays flat whatever the dataset size;
 two writers racing on one part: the first commit wins, the other retries later.
+A write that finds its container missing creates it and tries once more: the
+work container is the app's own (a local stack, or a deployment from before it
+existed, has none yet).
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
@@ -27,6 +32,8 @@ from shared.domain.storage import BlobInfo
 
 BLOCK_BYTES = 4 << 20
 READ_CHUNK_BYTES = 4 << 20
+
+T = TypeVar("T")
 
 
 class BlobDatasetStore:
@@ -72,24 +79,42 @@ class BlobDatasetStore:
     def put_text(self, name: str, text: str, content_type: str) -> str:
         blob = self._container.get_blob_client(name)
         try:
-            blob.upload_blob(
-                text.encode("utf-8"),
-                overwrite=True,
-                content_settings=ContentSettings(content_type=content_type),
+            self.creating_container(
+                lambda: blob.upload_blob(
+                    text.encode("utf-8"),
+                    overwrite=True,
+                    content_settings=ContentSettings(content_type=content_type),
+                )
             )
         except AzureError as exc:
             raise translate(exc, f"writing {name}") from exc
         return str(blob.url)
 
     def writer(self, name: str) -> BlockWriter:
-        return BlockWriter(self._container.get_blob_client(name))
+        return BlockWriter(self._container.get_blob_client(name), self.creating_container)
+
+    def creating_container(self, write: Callable[[], T]) -> T:
+        """``write()``; if the container does not exist, create it and write again."""
+        try:
+            return write()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            pass  # created concurrently
+        return write()
 
 
 class BlockWriter:
     """Buffers up to one block, stages it, and commits the block list at the end."""
 
-    def __init__(self, blob: BlobClient) -> None:
+    def __init__(
+        self, blob: BlobClient, creating_container: Callable[[Callable[[], object]], object]
+    ) -> None:
         self._blob = blob
+        self._creating_container = creating_container
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
         self._prefix = uuid.uuid4().hex[:16]
@@ -104,7 +129,8 @@ class BlockWriter:
             return
         block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
         try:
-            self._blob.stage_block(block_id, bytes(self._buffer))
+            data = bytes(self._buffer)
+            self._creating_container(lambda: self._blob.stage_block(block_id, data))
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
         self._blocks.append(BlobBlock(block_id=block_id))

@@ -10,8 +10,9 @@ version; the outcome is the same each time:
 2. An upload seen before (same blob, same ETag) is only reconciled again.
 3. The blob is validated in one streaming pass (constant memory); its
    hyperparameter overrides (``finetune_*`` metadata) are checked.
-4. Invalid: a report (JSON and text) goes under ``_autopilot/reports/``, the
-   original stays untouched, and a REJECTED run records the summary.
+4. Invalid: a report (JSON and text) goes under ``_autopilot/reports/`` in the
+   work container, the original stays untouched, and a REJECTED run records
+   the summary.
 5. Valid: the run id derives from the content hash and the training
    configuration. If that run exists for another upload, this upload is
    recorded as DUPLICATE pointing at it; otherwise the run is created and
@@ -218,10 +219,10 @@ def _reject(
     else:
         details = report.to_dict()
     document = {"dataset": dataset.url, "etag": dataset.etag, "summary": summary, **details}
-    report_url = services.store.put_text(
+    report_url = services.work.put_text(
         base + ".report.json", json.dumps(document, indent=2), "application/json"
     )
-    services.store.put_text(base + ".report.txt", summary + "\n", "text/plain; charset=utf-8")
+    services.work.put_text(base + ".report.txt", summary + "\n", "text/plain; charset=utf-8")
     now = services.now()
     run = Run.new(
         run_id,

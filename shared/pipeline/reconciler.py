@@ -308,14 +308,16 @@ def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
     settings = services.settings
     if settings.smoke_prompts:
         return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
-    name = str(run.validation.get("split", {}).get("validation_name", ""))
-    info = services.store.info(name) if name else None
+    split = run.validation.get("split", {})
+    name = str(split.get("validation_name", ""))
+    # Runs split before the work container existed kept their parts in the dataset container.
+    in_work = split.get("validation_container", run.dataset.container) == services.work.container
+    store = services.work if in_work else services.store
+    info = store.info(name) if name else None
     if info is None:
         raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
     lines = (
-        line
-        for _, line in iter_lines(services.store.chunks(name, info.etag), 1 << 24)
-        if line is not None
+        line for _, line in iter_lines(store.chunks(name, info.etag), 1 << 24) if line is not None
     )
     prompts = prompts_from_lines(
         lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
@@ -391,7 +393,7 @@ def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datet
 def _prepare_data(services: Services, run: Run, changes: dict[str, Any]) -> None:
     """Split the upload (or find its parts) and register both parts as data assets;
     an asset this run already recorded is not looked up again."""
-    parts = prepare_parts(services.store, run)
+    parts = prepare_parts(services.store, services.work, run)
     changes["validation"] = {**run.validation, "split": parts.describe()}
     if not run.training_data:
         changes["training_data"] = services.azureml.register_data(

@@ -1,7 +1,8 @@
 """Training and validation parts of a run's dataset.
 
 Without a user-supplied validation file, the upload is split once per content
-and fraction into ``_autopilot/splits/<sha256>/<fraction>/{training,validation}.jsonl``:
+and fraction into ``_autopilot/splits/<sha256>/<fraction>/{training,validation}.jsonl``
+of the work container (``Services.work``):
 each example goes to one part by a hash of its bytes (``datasets.split_part``),
 so the split is the same on every machine and every retry, and runs on the
 same bytes share the parts. Streams in, streams out, memory stays flat.
@@ -28,6 +29,7 @@ class Parts:
     training_url: str
     validation_url: str
     validation_name: str  # blob name of the validation part (smoke prompts come from it)
+    validation_container: str  # ... and its container
     method: str
     training_examples: int | None = None
     validation_examples: int | None = None
@@ -42,6 +44,7 @@ class Parts:
             "training_url": self.training_url,
             "validation_url": self.validation_url,
             "validation_name": self.validation_name,
+            "validation_container": self.validation_container,
         }
 
 
@@ -50,33 +53,45 @@ def part_names(sha256: str, fraction: float) -> tuple[str, str]:
     return f"{base}/training.jsonl", f"{base}/validation.jsonl"
 
 
-def prepare_parts(store: DatasetStore, run: Run) -> Parts:
+def prepare_parts(store: DatasetStore, work: DatasetStore, run: Run) -> Parts:
+    """The run's parts: the sibling validation file, parts already in ``work``, or a
+    split of the upload (read from ``store``) written to ``work``."""
     config = run.config
     sibling = config.get("sibling_validation")
     if sibling:
         return Parts(
-            run.dataset.url, str(sibling["url"]), str(sibling["name"]), "sibling validation file"
+            run.dataset.url,
+            str(sibling["url"]),
+            str(sibling["name"]),
+            store.container,
+            "sibling validation file",
         )
     fraction = float(config["validation_fraction"])
     training_name, validation_name = part_names(run.sha256, fraction)
-    training, validation = store.info(training_name), store.info(validation_name)
+    training, validation = work.info(training_name), work.info(validation_name)
     if training is not None and validation is not None:
         return Parts(
             training.url,
             validation.url,
             validation_name,
+            work.container,
             f"hash split at {fraction:g} (reused)",
             _count(training.metadata),
             _count(validation.metadata),
             training.metadata.get("note", ""),
         )
-    return _split(store, run, fraction, training_name, validation_name)
+    return _split(store, work, run, fraction, training_name, validation_name)
 
 
 def _split(
-    store: DatasetStore, run: Run, fraction: float, training_name: str, validation_name: str
+    store: DatasetStore,
+    work: DatasetStore,
+    run: Run,
+    fraction: float,
+    training_name: str,
+    validation_name: str,
 ) -> Parts:
-    writers = {"training": store.writer(training_name), "validation": store.writer(validation_name)}
+    writers = {"training": work.writer(training_name), "validation": work.writer(validation_name)}
     counts = {"training": 0, "validation": 0}
     first: bytes | None = None
     max_line = int(run.config.get("max_example_bytes", 1 << 20))
@@ -103,6 +118,7 @@ def _split(
         training_url,
         validation_url,
         validation_name,
+        work.container,
         f"hash split at {fraction:g}",
         counts["training"],
         counts["validation"],

@@ -25,9 +25,9 @@ def h() -> Harness:
 
 
 def _report(h: Harness, report_url: str) -> dict[str, object]:
-    name = report_url.split(f"/{h.store.container}/", 1)[1]
+    name = report_url.split(f"/{h.work.container}/", 1)[1]
     assert name.startswith(REPORTS_PREFIX)
-    report: dict[str, object] = json.loads(h.store.blobs[name].text())
+    report: dict[str, object] = json.loads(h.work.blobs[name].text())
     return report
 
 
@@ -230,9 +230,12 @@ def test_an_invalid_upload_is_rejected_with_a_report_and_left_untouched(h: Harne
     assert report["valid"] is False and report["etag"] == blob.etag
     errors = report["errors"]
     assert isinstance(errors, list) and errors[0]["line"] == 4
-    text = h.store.blobs[run.report_url.split("/datasets/", 1)[1].removesuffix(".json") + ".txt"]
+    text = h.work.blobs[
+        run.report_url.split("/autopilot-work/", 1)[1].removesuffix(".json") + ".txt"
+    ]
     assert text.content_type.startswith("text/plain") and "INVALID" in text.text()
     assert h.store.blobs["bad.jsonl"] is blob
+    assert h.store.names() == ["bad.jsonl"]  # the app wrote nothing into the watched container
     assert h.azureml.jobs == {} and h.azureml.data == {}
     assert h.ledger.uploads[run.dataset.upload_id] == run.run_id
     assert run.needs_attention  # its events are still to go out (the timer publishes them)
@@ -321,7 +324,7 @@ def test_a_sibling_validation_file_is_used_in_place(h: Harness) -> None:
     # Both files are registered where they are; nothing is split or copied.
     assert h.azureml.data[run.training_data] == h.store.url("team/data.jsonl")
     assert h.azureml.data[run.validation_data] == h.store.url("team/data.validation.jsonl")
-    assert h.store.names(SPLITS_PREFIX) == []
+    assert h.work.names(SPLITS_PREFIX) == [] and h.store.names(SPLITS_PREFIX) == []
     assert h.store.blobs["team/data.validation.jsonl"] is sibling
 
 
