@@ -12,6 +12,7 @@ existed, has none yet).
 from __future__ import annotations
 
 import base64
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
@@ -100,10 +101,8 @@ class BlobDatasetStore:
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) != "ContainerNotFound":
                 raise
-        try:
+        with contextlib.suppress(ResourceExistsError):  # created concurrently
             self._container.create_container()
-        except ResourceExistsError:
-            pass  # created concurrently
         return write()
 
 
