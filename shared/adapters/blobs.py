@@ -2,8 +2,12 @@
 
 Reads stream in chunks with ``If-Match`` on the version the run saw, so a blob
 overwritten mid-read is noticed, never half-mixed. Large parts are written as
-staged blocks (4 MiB each), so memory stays flat whatever the dataset size;
-two writers racing on one part: the first commit wins, the other retries later.
+staged blocks (4 MiB each), so memory stays flat whatever the dataset size.
+A block's id is its position and a digest of its bytes, so writers racing on
+one part with the same bytes (two invocations splitting one upload) converge:
+the first commit wins and the other's list names the same blocks, now
+committed. Different bytes under one name: the loser's blocks were dropped by
+the winner's commit, and it gets a retryable error.
 A write that finds its container missing creates it and tries once more: the
 work container is the app's own (a local stack, or a deployment from before it
 existed, has none yet).
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import uuid
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -107,7 +111,8 @@ class BlobDatasetStore:
 
 
 class BlockWriter:
-    """Buffers up to one block, stages it, and commits the block list at the end."""
+    """Buffers up to one block, stages it, and commits the block list at the end.
+    Nothing is visible until then; uncommitted blocks are dropped by the service."""
 
     def __init__(
         self, blob: BlobClient, creating_container: Callable[[Callable[[], object]], object]
@@ -116,7 +121,6 @@ class BlockWriter:
         self._creating_container = creating_container
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
-        self._prefix = uuid.uuid4().hex[:16]
 
     def write(self, data: bytes) -> None:
         self._buffer += data
@@ -126,9 +130,10 @@ class BlockWriter:
     def _stage(self) -> None:
         if not self._buffer:
             return
-        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
+        data = bytes(self._buffer)
+        digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+        block_id = base64.b64encode(f"{len(self._blocks):08d}-{digest}".encode()).decode()
         try:
-            data = bytes(self._buffer)
             self._creating_container(lambda: self._blob.stage_block(block_id, data))
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
@@ -145,9 +150,8 @@ class BlockWriter:
             )
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) == "InvalidBlockList":
-                # Another invocation committed this blob first, which discards our
-                # uncommitted blocks. Parts are content-addressed, so theirs is the
-                # same content: try again later and reuse it.
+                # Another invocation committed other bytes under this name first,
+                # which dropped our uncommitted blocks: try again later.
                 raise RetryableError(
                     f"{self._blob.blob_name} was written concurrently by another invocation"
                 ) from exc

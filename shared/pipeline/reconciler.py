@@ -391,19 +391,24 @@ def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datet
 
 
 def _prepare_data(services: Services, run: Run, changes: dict[str, Any]) -> None:
-    """Split the upload (or find its parts) and register both parts as data assets;
-    an asset this run already recorded is not looked up again."""
-    parts = prepare_parts(services.store, services.work, run)
-    changes["validation"] = {**run.validation, "split": parts.describe()}
+    """Register both parts as data assets: those intake recorded, else the parts
+    ``prepare_parts`` finds or writes (a run from before intake split uploads).
+    An asset this run already recorded is not looked up again."""
+    split = run.validation.get("split") or {}
+    training_url, validation_url = split.get("training_url"), split.get("validation_url")
+    if not (training_url and validation_url):
+        parts = prepare_parts(services.store, services.work, run)
+        changes["validation"] = {**run.validation, "split": parts.describe()}
+        training_url, validation_url = parts.training_url, parts.validation_url
     if not run.training_data:
         changes["training_data"] = services.azureml.register_data(
-            f"{run.run_id}-training", "1", parts.training_url, f"Training data of run {run.run_id}"
+            f"{run.run_id}-training", "1", str(training_url), f"Training data of run {run.run_id}"
         )
     if not run.validation_data:
         changes["validation_data"] = services.azureml.register_data(
             f"{run.run_id}-validation",
             "1",
-            parts.validation_url,
+            str(validation_url),
             f"Validation data of run {run.run_id}",
         )
 

@@ -38,14 +38,50 @@ def test_writer_streams_blocks_and_keeps_metadata(store: BlobDatasetStore) -> No
     assert b"".join(store.chunks(info.name, info.etag)) == b"line 0\nline 1\nline 2\n"
 
 
-def test_a_losing_concurrent_writer_gets_a_retryable_error(store: BlobDatasetStore) -> None:
+def test_concurrent_writers_of_the_same_bytes_converge(store: BlobDatasetStore) -> None:
+    # Two invocations splitting one upload write the same part.
     first, second = store.writer("_autopilot/p.jsonl"), store.writer("_autopilot/p.jsonl")
     first.write(b"same\n")
     second.write(b"same\n")
+    second._stage()  # staged but not committed when the first one commits
+    first.commit({"examples": "1"})
+    second.commit({"examples": "1"})
+    info = store.info("_autopilot/p.jsonl")
+    assert info is not None
+    assert b"".join(store.chunks(info.name, info.etag)) == b"same\n"
+
+
+def test_a_losing_concurrent_writer_of_other_bytes_gets_a_retryable_error(
+    store: BlobDatasetStore,
+) -> None:
+    first, second = store.writer("_autopilot/p.jsonl"), store.writer("_autopilot/p.jsonl")
+    first.write(b"one\n")
+    second.write(b"two\n")
     second._stage()  # staged but not committed when the first one commits
     first.commit({})
     with pytest.raises(RetryableError, match="concurrently"):
         second.commit({})
     info = store.info("_autopilot/p.jsonl")
     assert info is not None
-    assert b"".join(store.chunks(info.name, info.etag)) == b"same\n"
+    assert b"".join(store.chunks(info.name, info.etag)) == b"one\n"
+
+
+def test_an_uncommitted_writer_leaves_no_blob(store: BlobDatasetStore) -> None:
+    writer = store.writer("_autopilot/dropped.jsonl")
+    writer.write(b"x" * 10)
+    writer._stage()
+    assert store.info("_autopilot/dropped.jsonl") is None
+
+
+def test_writes_create_a_missing_container(blob_service: BlobServiceClient) -> None:
+    name = f"work-{uuid.uuid4().hex[:12]}"
+    store = BlobDatasetStore(blob_service.get_container_client(name))
+    assert store.info("_autopilot/x.txt") is None  # no container yet: simply not there
+    url = store.put_text("_autopilot/x.txt", "report\n", "text/plain")
+    assert url.endswith(f"/{name}/_autopilot/x.txt")
+    other = BlobDatasetStore(blob_service.get_container_client(f"{name}-b"))
+    writer = other.writer("_autopilot/part.jsonl")
+    writer.write(b"line\n")
+    writer.commit({})
+    info = other.info("_autopilot/part.jsonl")
+    assert info is not None and info.size == 5

@@ -87,6 +87,37 @@ def test_a_valid_upload_becomes_a_training_run(h: Harness) -> None:
     assert h.store.blobs["team/data.jsonl"] is blob
 
 
+def test_an_upload_is_read_once_to_validate_split_and_submit(h: Harness) -> None:
+    h.store.upload("data.jsonl", jsonl(text_examples(40)))
+
+    result = accept_upload(h.services, "data.jsonl")
+
+    assert result.outcome == "accepted" and result.run_id
+    assert h.store.reads == ["data.jsonl"]  # one download, for validation and split alike
+    run = h.ledger.run(result.run_id)
+    split = run.validation["split"]
+    parts = {name: h.work.blobs[name] for name in h.work.names(SPLITS_PREFIX)}
+    assert sorted(parts) == sorted(
+        [split["validation_name"], split["validation_name"].replace("validation", "training")]
+    )
+    assert sum(len(blob.lines()) for blob in parts.values()) == 40
+    assert split["training_examples"] + split["validation_examples"] == 40
+    assert split["validation_container"] == h.work.container
+    # The run named its parts when it was created; the data assets point at them.
+    assert h.azureml.data[run.training_data] == split["training_url"]
+    assert h.azureml.data[run.validation_data] == split["validation_url"]
+    assert h.work.reads == []
+
+
+def test_an_invalid_upload_commits_no_parts(h: Harness) -> None:
+    data = jsonl(text_examples(20)) + b"not json\n"
+    h.store.upload("bad.jsonl", data)
+    assert accept_upload(h.services, "bad.jsonl").outcome == "rejected"
+    assert h.store.reads == ["bad.jsonl"]
+    assert h.work.names(SPLITS_PREFIX) == []  # only the report was written
+    assert h.work.names() == h.work.names(REPORTS_PREFIX)
+
+
 def test_the_run_id_is_the_content_and_the_configuration(h: Harness) -> None:
     data = jsonl(text_examples(20))
     h.store.upload("a.jsonl", data)

@@ -103,6 +103,44 @@ def test_an_accepted_upload_claims_the_endpoint_prepares_data_and_submits_one_jo
     assert split["validation_container"] == h.work.container
 
 
+def test_a_run_recorded_without_parts_is_split_by_the_reconciler(h: Harness) -> None:
+    # A run created before intake split uploads: the reconciler reads and splits it.
+    h.azureml.fail("register_data", RetryableError("busy"))
+    run = h.ledger.run(accept(h))
+    assert run.state is RunState.REGISTERING_DATA and run.last_error
+    legacy = {k: v for k, v in run.validation.items() if k != "split"}
+    h.ledger.put(dataclasses.replace(run, validation=legacy))
+    h.work.blobs.clear()
+    h.store.reads.clear()
+
+    run = step(h, run.run_id)
+
+    assert run.state is RunState.TRAINING
+    assert h.store.reads == ["data.jsonl"]
+    split = run.validation["split"]
+    assert split["validation_container"] == h.work.container
+    assert split["validation_name"] in h.work.names(SPLITS_PREFIX)
+    assert h.azureml.data[run.validation_data] == split["validation_url"]
+
+
+def test_smoke_prompts_of_a_run_split_into_the_dataset_container_are_found(
+    h: Harness,
+) -> None:
+    # Runs from before WORK_CONTAINER kept their parts in the dataset container.
+    h.configure(smoke_prompt_count=2)
+    run_id = accept(h)
+    run = drive(h, run_id, RunState.SMOKE_TESTING)
+    name = run.validation["split"]["validation_name"]
+    h.store.upload(name, h.work.blobs.pop(name).data)
+    split = {k: v for k, v in run.validation["split"].items() if k != "validation_container"}
+    h.ledger.put(dataclasses.replace(run, validation={**run.validation, "split": split}))
+
+    run = step(h, run_id)
+
+    assert run.state is RunState.PROMOTING, run.last_error
+    assert len(h.scorer.asked) == 2
+
+
 def test_an_endpoint_already_there_is_not_claimed_again(h: Harness) -> None:
     h.azureml.add_endpoint(EP, traffic={"old": 100})
     run = h.ledger.run(accept(h))
