@@ -381,12 +381,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except OSError as error:
             self.send_error(502, f"Azurite did not answer: {error}")
             return
-        api = creating_api(self.command, self.path, headers, response.status)
-        if api is not None:
-            try:
-                self.events.blob_created(api, urlsplit(self.path).path, response.headers)
-            except Exception:
-                log.exception("could not publish the event of %s %s", self.command, self.path)
         self.send_response(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
@@ -395,6 +389,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and data:
             self.wfile.write(data)
+        self.wfile.flush()
+        # As on Azure, the event follows the operation: the client has its answer first.
+        api = creating_api(self.command, self.path, headers, response.status)
+        if api is not None:
+            try:
+                self.events.blob_created(api, urlsplit(self.path).path, response.headers)
+            except Exception:
+                log.exception("could not publish the event of %s %s", self.command, self.path)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

@@ -3,11 +3,12 @@
 Reads stream in chunks with ``If-Match`` on the version the run saw, so a blob
 overwritten mid-read is noticed, never half-mixed. Large parts are written as
 staged blocks (4 MiB each), so memory stays flat whatever the dataset size.
-A block's id is its position and a digest of its bytes, so writers racing on
-one part with the same bytes (two invocations splitting one upload) converge:
-the first commit wins and the other's list names the same blocks, now
-committed. Different bytes under one name: the loser's blocks were dropped by
-the winner's commit, and it gets a retryable error.
+A part under one block is one Put Blob. Over that, a block's id is its
+position and a digest of its bytes, so writers racing on one part with the
+same bytes (two invocations splitting one upload) converge: the first commit
+wins and the other's list names the same blocks, now committed. Different
+bytes under one name: the loser's blocks were dropped by the winner's commit,
+and it gets a retryable error.
 A write that finds its container missing creates it and tries once more: the
 work container is the app's own (a local stack, or a deployment from before it
 existed, has none yet).
@@ -141,6 +142,8 @@ class BlockWriter:
         self._buffer.clear()
 
     def commit(self, metadata: Mapping[str, str]) -> str:
+        if not self._blocks:
+            return self._put(metadata)  # under one block: one Put Blob, not two requests
         self._stage()
         try:
             self._blob.commit_block_list(
@@ -158,4 +161,20 @@ class BlockWriter:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
+        return str(self._blob.url)
+
+    def _put(self, metadata: Mapping[str, str]) -> str:
+        data = bytes(self._buffer)
+        try:
+            self._creating_container(
+                lambda: self._blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    content_settings=ContentSettings(content_type="application/jsonl"),
+                    metadata=dict(metadata),
+                )
+            )
+        except AzureError as exc:
+            raise translate(exc, f"writing {self._blob.blob_name}") from exc
+        self._buffer.clear()
         return str(self._blob.url)
