@@ -87,6 +87,7 @@ class Subscription:
     subject_ends_with: str = ""
     subject_not_begins_with: tuple[str, ...] = ()
     delivered: list[Published] = field(default_factory=list)
+    delivered_at: list[float] = field(default_factory=list)  # when each was accepted
     failed: list[Published] = field(default_factory=list)  # given up on
 
     def matches(self, event: dict[str, Any]) -> bool:
@@ -287,6 +288,7 @@ class StorageEvents:
             subscription = self.subscriptions[name]
             if self._post(subscription, item):
                 subscription.delivered.append(item)
+                subscription.delivered_at.append(time.time())
             else:
                 subscription.failed.append(item)
 
