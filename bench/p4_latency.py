@@ -773,6 +773,13 @@ def notes(result: dict[str, Any]) -> list[str]:
         "upload, which on Azure keeps the scan short and away from the 10,000-blob mark "
         "where the polling source falls back to scanning logs (minutes).",
     ]
+    if "after/before (polling)" in ratios:
+        spread = ratios["after/before (polling)"]
+        found.append(
+            f"- The polling after/before pairs range {spread['min']:.2f}-{spread['max']:.2f}x: "
+            "each upload lands at its own random phase of the scan, so those rows measure the "
+            "phase, not the code; the Event Grid rows compare the processing."
+        )
     steps = [s for s in raw["delivery"].get("after/eventgrid", []) if len(s) == 3]
     if steps:
         published = _median([s[0] for s in steps])
