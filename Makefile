@@ -42,9 +42,10 @@ demo: install
 	$(PY) -m local.demo
 
 ## make test: lint, format check, type check, the deployment template's checks,
-## then the whole test suite (tests/infra already ran in check-infra).
+## then the whole test suite (tests/infra already ran in check-infra), on two
+## workers, a test module per worker (each worker starts its own Azurite and emulator).
 test: check check-infra
-	$(PY) -m pytest --ignore=tests/infra
+	$(PY) -m pytest --ignore=tests/infra -n 2 --dist loadfile
 
 ## make test-fast: the unit tests and the API's pure rules only: in-memory fakes of
 ## the app's own ports, no Azurite, no emulator, no network; seconds, not minutes.

@@ -53,15 +53,17 @@ class AzureMLWorkspace:
     ) -> None:
         from azure.ai.ml import MLClient
 
-        # No in-process retries: a throttled or failing call returns at once and
-        # the reconciler retries on a later tick (honouring Retry-After), so no
-        # invocation sits waiting on Azure.
+        from shared.adapters.retry import ShortWaitRetry
+
+        # In-call retries only for a 429/503 that asks for a short wait; any other
+        # failure returns at once and the reconciler tries again on a later tick
+        # (honouring Retry-After), so no invocation sits waiting on Azure.
         self._client: MLClient = MLClient(
             credential,
             subscription_id=subscription_id,
             resource_group_name=resource_group,
             workspace_name=workspace,
-            retry_total=0,
+            retry_policy=ShortWaitRetry(),
         )
 
     def register_data(self, name: str, version: str, url: str, description: str) -> str:

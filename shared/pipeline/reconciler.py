@@ -139,7 +139,10 @@ def _advance(services: Services, run: Run, heartbeat: leases.Heartbeat) -> Run:
             # Keep what the actions produced before the error (a registered asset,
             # a submitted job's name): the next try starts from there.
             progressed = run.updated(now, **produced) if produced else run
-            updated = _retry_or_give_up(services, progressed, now, str(exc), exc.retry_after)
+            # The wait counts from the refusal, not from the step's start: a
+            # Retry-After is the time from the reply on.
+            refused_at = services.now()
+            updated = _retry_or_give_up(services, progressed, refused_at, str(exc), exc.retry_after)
         except PermanentError as exc:
             # A permanent error while deploying (a quota or validation 400 on the
             # deployment, say) is a failed deployment: the live one is untouched.

@@ -113,7 +113,9 @@ def test_a_not_responding_job_recovers_and_completes(
 
     assert status_of(quiet) == "NotResponding"
     assert status_of(job) == "Completed"
-    assert seen[-2:] == ["Running", "Completed"]
+    assert seen[-1] == "Completed"
+    # Polling may miss the short Running phase on a busy machine; the status events
+    # record every change, so the order is checked there.
     statuses = [
         e["data"]["runStatus"]
         for e in emulator_admin.events()

@@ -205,9 +205,14 @@ class EmulatorAdmin:
 
     # -- the Event Grid topic stand-in (local/azureml_emulator/topic.py) --
 
-    def topic_events(self, subject: str | None = None) -> list[dict[str, Any]]:
-        """CloudEvents the topic received, in order; only ``subject``'s when given."""
-        events: list[dict[str, Any]] = self._call("GET", "topic")["events"]
+    def topic_events(self, subject: str | None = None, *, since: int = 0) -> list[dict[str, Any]]:
+        """CloudEvents the topic received, in order, from the ``since``-th on.
+
+        Only ``subject``'s when given. Run ids follow from content, so a test that
+        must see exactly its own events passes ``since=len(topic_events())``
+        taken before it starts: the session's emulator may have seen that run.
+        """
+        events: list[dict[str, Any]] = self._call("GET", "topic")["events"][since:]
         return [e for e in events if subject is None or e.get("subject") == subject]
 
     def topic_rejected(self) -> int:

@@ -524,6 +524,22 @@ def test_a_retryable_error_keeps_the_state_and_waits_at_least_retry_after(h: Har
     assert (run.attempts, run.last_error) == (0, "")
 
 
+def test_retry_after_counts_from_the_refusal_not_from_the_step_start(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = accept(h)
+    started = h.clock()
+
+    def slow_refusal(name: str) -> None:
+        h.clock.advance(5)  # the call took 5 s before the service said "come back in 1 s"
+        raise RetryableError("429 Too Many Requests", retry_after=1)
+
+    monkeypatch.setattr(h.azureml, "get_job", slow_refusal)
+    run = step(h, run_id)
+    assert run.next_check_at is not None
+    assert run.next_check_at >= started + dt.timedelta(seconds=6)
+
+
 def test_a_run_backing_off_is_left_alone_until_due(h: Harness) -> None:
     run_id = accept(h)
     h.azureml.fail("get_job", RetryableError("429 Too Many Requests", retry_after=60))
