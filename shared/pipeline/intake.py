@@ -117,7 +117,7 @@ def accept_upload(
             "(MAX_DATASET_BYTES); nothing was read"
         )
         return _reject(services, dataset, None, too_big, "file_too_large")
-    read = _read(services, dataset, limits)
+    read = _read(services, dataset, limits, reuse_parts=by_hand)
     if isinstance(read, IntakeResult):
         return read
     report, parts, sibling_config = read
@@ -152,9 +152,10 @@ def accept_upload(
 
 
 def _read(
-    services: Services, dataset: DatasetRef, limits: Limits
+    services: Services, dataset: DatasetRef, limits: Limits, reuse_parts: bool
 ) -> tuple[Report, Parts, dict[str, Any] | None] | IntakeResult:
-    """Read the upload once: its report, its parts (committed only if valid) and its
+    """Read the upload once: its report, its parts (committed only if valid; with
+    ``reuse_parts``, those of an earlier run of this upload are kept) and its
     sibling validation file's config, or the REJECTED outcome."""
     store, settings = services.store, services.settings
     task = None if settings.task == "auto" else TaskType(settings.task)
@@ -177,7 +178,7 @@ def _read(
         assert splitter is not None
         # Committed before the run is recorded, so a run never names parts that
         # are not there (a DUPLICATE upload leaves its parts behind, unused).
-        return report, splitter.commit(), None
+        return report, splitter.commit(reuse=reuse_parts), None
     sibling_report = validate(store.chunks(sibling.name, sibling.etag), report.task, limits)
     if not sibling_report.valid:
         summary = f"validation file {sibling.name}: {sibling_report.summary()}"

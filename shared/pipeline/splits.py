@@ -108,8 +108,17 @@ class PartSplitter:
         self._writers[part].write(line + b"\n")
         self._counts[part] += 1
 
-    def commit(self) -> Parts:
-        """Finish both parts (only for a valid upload: until then nothing is visible)."""
+    def commit(self, reuse: bool = False) -> Parts:
+        """Finish both parts (only for a valid upload: until then nothing is visible).
+
+        With ``reuse``, parts this upload already has are kept as they are, not
+        written again: a request by hand to train the same upload again must not
+        rewrite the blobs an earlier job may still be reading.
+        """
+        if reuse:
+            found = _existing(self._work, self._names, self._fraction)
+            if found is not None:
+                return found
         counts, note = self._counts, ""
         for part in ("validation", "training"):
             if counts[part] == 0 and self._first is not None:
@@ -165,24 +174,34 @@ def prepare_parts(store: DatasetStore, work: DatasetStore, run: Run) -> Parts:
     if sibling:
         return sibling_parts(store, run.dataset.url, sibling)
     fraction = float(config["validation_fraction"])
-    training_name, validation_name = part_names(run.dataset.upload_id, fraction)
-    training, validation = work.info(training_name), work.info(validation_name)
-    if training is not None and validation is not None:
-        return Parts(
-            training.url,
-            validation.url,
-            validation_name,
-            work.container,
-            f"hash split at {fraction:g} (reused)",
-            _count(training.metadata),
-            _count(validation.metadata),
-            training.metadata.get("note", ""),
-        )
+    names = dict(
+        zip(("training", "validation"), part_names(run.dataset.upload_id, fraction), strict=True)
+    )
+    found = _existing(work, names, fraction)
+    if found is not None:
+        return found
     splitter = PartSplitter(work, run.dataset.upload_id, fraction)
     max_line = int(config.get("max_example_bytes", 1 << 20))
     for _, line in iter_lines(store.chunks(run.dataset.name, run.dataset.etag), max_line):
         splitter.add(line)
     return splitter.commit()
+
+
+def _existing(work: DatasetStore, names: dict[str, str], fraction: float) -> Parts | None:
+    """The parts already written under ``names``, if both are there."""
+    training, validation = work.info(names["training"]), work.info(names["validation"])
+    if training is None or validation is None:
+        return None
+    return Parts(
+        training.url,
+        validation.url,
+        validation.name,
+        work.container,
+        f"hash split at {fraction:g} (reused)",
+        _count(training.metadata),
+        _count(validation.metadata),
+        training.metadata.get("note", ""),
+    )
 
 
 def _count(metadata: Any) -> int | None:

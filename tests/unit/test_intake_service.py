@@ -214,6 +214,24 @@ def test_force_trains_the_same_content_again(h: Harness) -> None:
     assert h.ledger.uploads == {h.ledger.run(first.run_id or "").dataset.upload_id: first.run_id}
 
 
+def test_training_an_upload_again_by_hand_keeps_its_parts(h: Harness) -> None:
+    # An earlier job may still be reading them: they are not written again.
+    h.store.upload("data.jsonl", jsonl(text_examples(20)))
+    first = accept_upload(h.services, "data.jsonl")
+    parts = dict(h.work.blobs)
+
+    forced = accept_upload(h.services, "data.jsonl", force=True)
+
+    assert forced.outcome == "accepted" and forced.run_id and first.run_id
+    assert h.work.blobs == parts and all(h.work.blobs[n] is b for n, b in parts.items())
+    split = h.ledger.run(forced.run_id).validation["split"]
+    assert split == {
+        **h.ledger.run(first.run_id).validation["split"],
+        "method": "hash split at 0.1 (reused)",
+    }
+    assert h.store.reads == ["data.jsonl", "data.jsonl"]  # validated again, by hand
+
+
 def test_a_request_by_hand_repeating_a_config_is_seen_not_duplicated(h: Harness) -> None:
     h.store.upload("data.jsonl", jsonl(text_examples(20)))
     overrides = {"num_train_epochs": 2}
