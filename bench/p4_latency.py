@@ -664,7 +664,13 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "Event Grid delivery delay), one upload at a time, cells alternated round by round "
         f"({result['rounds']} rounds). Each figure is a ratio to the reference named next to "
         "it, measured in the same run: medians of per-pair ratios (min-max)"
-        + (", and `before` is the code at the baseline ref" if has_before else "")
+        + (
+            f", and `before` is the code at `{result['baseline']}` (the default is main before "
+            "issue 10's work, so after/before covers every change merged since, not only this "
+            "section's)"
+            if has_before
+            else ""
+        )
         + ".",
         "",
         "| measurement | reference (same run) | ratio |",
