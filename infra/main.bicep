@@ -40,6 +40,9 @@ param azureMlSystemTopicName string = ''
 @description('DATASET_CONTAINER: the blob container datasets are dropped into.')
 param datasetContainerName string = 'datasets'
 
+@description('WORK_CONTAINER: the blob container of the app\'s own outputs (reports, training/validation parts), kept out of the watched one.')
+param workContainerName string = 'autopilot-work'
+
 @description('RUN_TABLE: the Azure Table of the run ledger.')
 param runTableName string = 'finetuneruns'
 
@@ -135,6 +138,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     deploymentContainerName: 'app-package-${resourceToken}'
     datasetContainerName: datasetContainerName
+    workContainerName: workContainerName
     runTableName: runTableName
   }
 }
@@ -202,6 +206,7 @@ module api 'app/api.bicep' = {
     finetuneCompute: finetuneCompute
     finetuneExperiment: finetuneExperiment
     datasetContainerName: storage.outputs.datasetContainerName
+    workContainerName: storage.outputs.workContainerName
     runTableName: storage.outputs.runTableName
     endpointName: effectiveEndpointName
     deploymentInstanceType: deploymentInstanceType
@@ -237,6 +242,7 @@ output AZURE_FUNCTION_APP_URL string = 'https://${api.outputs.defaultHostName}'
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output DATASET_CONTAINER string = storage.outputs.datasetContainerName
+output WORK_CONTAINER string = storage.outputs.workContainerName
 output STORAGE_SYSTEM_TOPIC_NAME string = events.outputs.storageSystemTopicName
 // Not named like the AZUREML_WORKSPACE_* inputs of main.parameters.json: an
 // output fed back as an input would make the next `azd up` treat the workspace

@@ -9,11 +9,13 @@
 # subscription with the same definition (and a fresh key).
 #
 # 1. Storage system topic -> the blob trigger (dataset_uploaded, Event Grid source):
-#    BlobCreated in the dataset container only, except the app's own outputs
-#    under _autopilot/ (splits and reports it writes into the same container):
-#    an advanced filter (subject StringNotBeginsWith .../blobs/_autopilot/)
-#    keeps them from waking the app at all. The trigger skips them too, so
-#    the filter saves invocations; it is not needed for correctness.
+#    BlobCreated in the dataset container only. The app writes its own outputs
+#    (splits, reports) into another container (WORK_CONTAINER), which the
+#    subject filter leaves out; an advanced filter (subject StringNotBeginsWith
+#    .../blobs/_autopilot/) also keeps out the app's prefix in the dataset
+#    container (WORK_CONTAINER set to it, or blobs from older versions). The
+#    trigger skips those too: the filters save invocations, they are not
+#    needed for correctness.
 # 2. Azure ML workspace system topic -> the azureml_event function
 #    (RunCompleted, RunStatusChanged; Event Grid schema, as the trigger expects).
 #

@@ -29,13 +29,12 @@ def build(env: Mapping[str, str]) -> Services:
     from shared.adapters.tables import TableLedger
 
     settings = load_settings(env)
-    container = blob_service(env, DATASET_CONNECTION).get_container_client(
-        settings.dataset_container
-    )
+    blobs = blob_service(env, DATASET_CONNECTION)
     return Services(
         settings=settings,
         ledger=TableLedger(table_service(env, LEDGER_CONNECTION), settings.ledger_table),
-        store=BlobDatasetStore(container),
+        store=BlobDatasetStore(blobs.get_container_client(settings.dataset_container)),
+        work=BlobDatasetStore(blobs.get_container_client(settings.work_container)),
         azureml=ShortWaitRetries(
             AzureMLWorkspace(
                 app_credential(env),

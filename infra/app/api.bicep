@@ -27,6 +27,7 @@ param finetuneInstanceTypes string
 param finetuneCompute string
 param finetuneExperiment string
 param datasetContainerName string
+param workContainerName string
 param runTableName string
 param endpointName string
 param deploymentInstanceType string
@@ -116,6 +117,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'FINETUNE_COMPUTE', value: finetuneCompute }
         { name: 'FINETUNE_EXPERIMENT', value: finetuneExperiment }
         { name: 'DATASET_CONTAINER', value: datasetContainerName }
+        { name: 'WORK_CONTAINER', value: workContainerName }
         { name: 'RUN_TABLE', value: runTableName }
         { name: 'ENDPOINT_NAME', value: endpointName }
         { name: 'DEPLOYMENT_INSTANCE_TYPE', value: deploymentInstanceType }

@@ -1,8 +1,8 @@
 // One general-purpose v2 account for everything the app stores: the Functions
 // host (AzureWebJobsStorage: locks, blob-trigger receipts and queues), the Flex
-// deployment package, the dataset container (DATASET_STORAGE) and the run
-// ledger table. One account keeps the roles and the Event Grid source in one
-// place; DATASET_STORAGE may point at another account later without code
+// deployment package, the dataset container (DATASET_STORAGE), the app's own
+// outputs (WORK_CONTAINER) and the run ledger table. One account keeps the
+// roles and the Event Grid source in one place; DATASET_STORAGE may point at another account later without code
 // changes. Shared keys are off: every client authenticates with Entra ID.
 
 param name string
@@ -10,6 +10,7 @@ param location string
 param tags object
 param deploymentContainerName string
 param datasetContainerName string
+param workContainerName string
 param runTableName string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -63,11 +64,22 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
-// Where datasets are dropped (DATASET_CONTAINER); the app writes its own
-// outputs under _autopilot/ in the same container.
+// Where datasets are dropped (DATASET_CONTAINER): the only container the blob
+// trigger's Event Grid subscription listens to (scripts/postdeploy.sh).
 resource datasetContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobServices
   name: datasetContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// The app's own outputs (WORK_CONTAINER): reports and the training/validation
+// parts its data assets point at. Apart from the datasets so that its writes
+// never wake the blob trigger.
+resource workContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobServices
+  name: workContainerName
   properties: {
     publicAccess: 'None'
   }
@@ -89,4 +101,5 @@ output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output datasetContainerName string = datasetContainer.name
+output workContainerName string = workContainer.name
 output runTableName string = runTable.name

@@ -34,6 +34,7 @@ from local.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = Path(__file__).resolve().parent / "dialogsum.jsonl"
 CONTAINER = "datasets"
+WORK_CONTAINER = "autopilot-work"  # the app's reports and splits, out of the watched container
 ENDPOINT = "dialogsum"
 QUESTION = (
     "Summarize the dialog.\n<dialog>: Edward: Rachel, at what time is the meeting..\n"
@@ -51,6 +52,7 @@ def app_settings(
         "AzureWebJobsStorage": azurite.connection_string,
         "DATASET_STORAGE": azurite.connection_string,
         "DATASET_CONTAINER": CONTAINER,
+        "WORK_CONTAINER": WORK_CONTAINER,
         "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
         "AZURE_RESOURCE_GROUP": "rg-finetune-demo",
         "AZUREML_WORKSPACE": "mlw-finetune-demo",

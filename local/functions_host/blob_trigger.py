@@ -18,8 +18,8 @@ Like the real host's polling blob trigger (``LogsAndContainerScan``):
 * a version that changed or vanished before an attempt is dropped: the new version
   has its own turn. One blob name is never processed twice at the same time.
 
-Blob triggers declared with the Event Grid source are scanned the same way here:
-Azurite raises no Event Grid events.
+Blob triggers declared with the Event Grid source are not scanned: they run on
+BlobCreated events delivered to the host's webhook (``blob_events.py``).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class BlobTriggerListener:
         self._missing_logged = False
         self._thread: threading.Thread | None = None
         self.stats = BlobStats()
-        self._make_argument = _argument_factory(spec)
+        self._make_argument = argument_factory(spec)
 
     @property
     def in_flight(self) -> int:
@@ -374,7 +374,7 @@ def _blob_type_name(value: str) -> str:
 ArgumentFactory = Any  # Callable[[StorageConnection, str, str, BlobClient], object]
 
 
-def _argument_factory(spec: BlobSpec) -> ArgumentFactory:
+def argument_factory(spec: BlobSpec) -> ArgumentFactory:
     """How to turn a blob into the function's argument, chosen from its annotation.
 
     SDK types (``azurefunctions.extensions.bindings.blob.BlobClient``, ``ContainerClient``,

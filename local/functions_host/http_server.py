@@ -12,6 +12,11 @@
   SubscriptionValidation`` answers the validation handshake; ``Notification``
   invokes the function once per event and answers 200 if all succeeded, 500 if
   one failed (so Event Grid would deliver again).
+* ``POST /runtime/webhooks/blobs?functionName=Host.Functions.NAME&code=<system key>``:
+  Event Grid deliveries of storage events for blob triggers with the Event Grid
+  source, with the ``blobs_extension`` system key (or the master key); the same
+  handshakes, and 202 Accepted once each ``BlobCreated`` of the trigger's blobs
+  is queued (``blob_events.py`` runs them).
 * ``GET /admin/host/status`` (master key): the host's id and state, plus local
   counters per trigger. ``POST /admin/functions/NAME`` (master key) runs a timer
   function now, as Core Tools does for non-HTTP functions.
@@ -31,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 
+from local.functions_host.blob_events import BlobEventTriggers
 from local.functions_host.config import HostStartError
 from local.functions_host.indexing import EventGridSpec, HttpSpec
 from local.functions_host.invocations import Invoker
@@ -40,6 +46,8 @@ log = logging.getLogger("host.http")
 
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
 EVENTGRID_SYSTEM_KEY = "eventgrid_extension"
+BLOBS_PATH = "/runtime/webhooks/blobs"
+BLOBS_SYSTEM_KEY = "blobs_extension"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 
@@ -110,6 +118,7 @@ class HttpFront:
         http_functions: list[HttpSpec],
         eventgrid_functions: list[EventGridSpec],
         keys: HostKeys,
+        blob_events: BlobEventTriggers | None = None,
         invoker: Invoker,
         status: Callable[[], dict[str, Any]],
         run_function: Callable[[str], tuple[int, str]],
@@ -118,6 +127,7 @@ class HttpFront:
         # Most specific first (literal segments beat parameters); ties keep app order.
         self.http_functions = sorted(http_functions, key=lambda s: s.route.precedence)
         self.eventgrid_functions = {spec.name: spec for spec in eventgrid_functions}
+        self.blob_events = blob_events
         self.keys = keys
         self._invoker = invoker
         self._status = status
@@ -166,6 +176,8 @@ class HttpFront:
         lowered = path.lower().rstrip("/")
         if lowered == EVENTGRID_PATH:
             return self._eventgrid(request)
+        if lowered == BLOBS_PATH:
+            return self._blob_events(request)
         if lowered == "/admin" or lowered.startswith("/admin/"):
             return self._admin(request, lowered)
         running = _Response.text(200, "The local Functions host is running.\n")
@@ -235,14 +247,7 @@ class HttpFront:
             return _Response.text(400, "Expected a JSON array of Event Grid events.\n")
         kind = (request.header("aeg-event-type") or "").lower()
         if kind == "subscriptionvalidation":
-            for event in events:
-                if event.get("eventType") == VALIDATION_EVENT:
-                    data = event.get("data")
-                    code = data.get("validationCode") if isinstance(data, dict) else None
-                    if isinstance(code, str):
-                        log.info("Event Grid subscription validated for 'Functions.%s'", name)
-                        return _Response.json(200, {"validationResponse": code})
-            return _Response.text(400, "No subscription validation event with a code.\n")
+            return _validation_response(events, name)
         if kind == "unsubscribe":
             return _Response(HTTPStatus.ACCEPTED)
         if kind != "notification":
@@ -265,6 +270,43 @@ class HttpFront:
             return _Response(HTTPStatus.INTERNAL_SERVER_ERROR)
         return _Response(HTTPStatus.OK)
 
+    def _blob_events(self, request: _Request) -> _Response:
+        """Storage events for Event Grid-source blob triggers: queued, then 202."""
+        if request.method == "OPTIONS":
+            origin = request.header("webhook-request-origin") or "*"
+            return _Response(200, headers=[("WebHook-Allowed-Origin", origin)])
+        if request.method != "POST":
+            return _Response(HTTPStatus.METHOD_NOT_ALLOWED)
+        if not self.keys.allows_system(BLOBS_SYSTEM_KEY, request.key):
+            return _Response(HTTPStatus.UNAUTHORIZED)
+        name = request.params.get("functionName", "").removeprefix("Host.Functions.")
+        sink = self.blob_events
+        if sink is None or name not in sink.functions:
+            return _Response.text(
+                404, f"No blob trigger with the Event Grid source named '{name}'.\n"
+            )
+        try:
+            document = json.loads(request.body or b"null")
+        except ValueError:
+            return _Response.text(400, "The body is not JSON.\n")
+        events = document if isinstance(document, list) else [document]
+        if not all(isinstance(e, dict) for e in events):
+            return _Response.text(400, "Expected a JSON array of events.\n")
+        kind = (request.header("aeg-event-type") or "").lower()
+        if kind == "subscriptionvalidation":
+            return _validation_response(events, name)
+        if kind == "unsubscribe":
+            return _Response(HTTPStatus.ACCEPTED)
+        if kind not in ("notification", ""):  # CloudEvents deliveries carry no header
+            return _Response.text(400, "Unknown aeg-event-type header.\n")
+        try:
+            for event in events:
+                sink.accept(name, event)
+        except Exception:
+            log.exception("Could not queue the blob events for 'Functions.%s'", name)
+            return _Response(HTTPStatus.INTERNAL_SERVER_ERROR)  # Event Grid delivers again
+        return _Response(HTTPStatus.ACCEPTED)
+
     def _admin(self, request: _Request, lowered: str) -> _Response:
         if not self.keys.is_master(request.key):
             return _Response(HTTPStatus.UNAUTHORIZED)
@@ -276,6 +318,18 @@ class HttpFront:
             status, message = self._run_function(name)
             return _Response.text(status, message + "\n") if message else _Response(status)
         return _Response(HTTPStatus.NOT_FOUND)
+
+
+def _validation_response(events: list[dict[str, Any]], name: str) -> _Response:
+    """The Event Grid subscription handshake: echo the validation code."""
+    for event in events:
+        if event.get("eventType") == VALIDATION_EVENT:
+            data = event.get("data")
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if isinstance(code, str):
+                log.info("Event Grid subscription validated for 'Functions.%s'", name)
+                return _Response.json(200, {"validationResponse": code})
+    return _Response.text(400, "No subscription validation event with a code.\n")
 
 
 def _eventgrid_event(event: Mapping[str, Any]) -> func.EventGridEvent:

@@ -24,7 +24,7 @@ FUNCTION_KEY_SETTING = "FUNCTIONS_HOST_FUNCTION_KEY"
 SYSTEM_KEY_SETTING_PREFIX = "FUNCTIONS_HOST_SYSTEM_KEY_"
 DEFAULT_FUNCTION_KEY = "default"
 # The extensions whose webhooks this host serves, each with its own system key.
-SYSTEM_KEY_NAMES = ("eventgrid_extension",)
+SYSTEM_KEY_NAMES = ("eventgrid_extension", "blobs_extension")
 
 
 @dataclass(frozen=True)

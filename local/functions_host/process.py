@@ -189,6 +189,15 @@ class FunctionsHost(StartStop):
             f"&code={self.system_key('eventgrid_extension')}"
         )
 
+    def blobs_url(self, function_name: str) -> str:
+        """The blob extension's webhook for an Event Grid-source blob trigger, as
+        scripts/postdeploy.sh subscribes it: ``Host.Functions.NAME`` and the
+        ``blobs_extension`` system key."""
+        return (
+            f"{self.base_url}/runtime/webhooks/blobs?functionName=Host.Functions.{function_name}"
+            f"&code={self.system_key('blobs_extension')}"
+        )
+
     @property
     def function_key(self) -> str:
         return self._require_keys().function_key

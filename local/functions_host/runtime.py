@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local.functions_host import keys as host_keys
+from local.functions_host.blob_events import BlobEventTriggers, is_event_grid, queue_name
 from local.functions_host.blob_trigger import BlobTriggerListener, HostStorage
 from local.functions_host.config import (
     HOST_ID_SETTING,
@@ -36,7 +37,7 @@ from local.functions_host.indexing import (
     load_app,
 )
 from local.functions_host.invocations import Invoker
-from local.functions_host.storage import resolve_connection
+from local.functions_host.storage import StorageConnection, resolve_connection
 from local.functions_host.timer_trigger import (
     ScheduleMonitor,
     TimerRunner,
@@ -80,6 +81,7 @@ class HostRuntime:
         self.keys: host_keys.HostKeys | None = None
         self.host_id = ""
         self.blob_listeners: list[BlobTriggerListener] = []
+        self.blob_events: BlobEventTriggers | None = None
         self.timers: dict[str, TimerRunner] = {}
         self.front: HttpFront | None = None
         self._started_at = time.monotonic()
@@ -111,10 +113,14 @@ class HostRuntime:
         host_storage = self._host_storage(required=bool(blob_specs))
         parallelism = options.blob_parallelism or host_json.blob_parallelism or 4
         problems: list[str] = []
+        event_connections: dict[str, StorageConnection] = {}
         for blob_spec in blob_specs:
             try:
                 connection = resolve_connection(blob_spec.connection, environ)
                 assert host_storage is not None
+                if is_event_grid(blob_spec):
+                    event_connections[blob_spec.name] = connection
+                    continue
                 self.blob_listeners.append(
                     BlobTriggerListener(
                         blob_spec,
@@ -132,6 +138,19 @@ class HostRuntime:
                 problems.append(f"function '{blob_spec.name}': {error}")
         if problems:
             raise HostStartError("blob triggers cannot start:\n" + "\n".join(problems))
+        if event_connections:
+            host_connection = resolve_connection(HOST_STORAGE_SETTING, environ)
+            self.blob_events = BlobEventTriggers(
+                [spec for spec in blob_specs if spec.name in event_connections],
+                connections=event_connections,
+                queue=host_connection.queue(queue_name(self.host_id)),
+                invoker=self.invoker,
+                stop=self.stopping,
+                poll_seconds=options.blob_scan_seconds,
+                max_attempts=host_json.blob_max_attempts,
+                retry_seconds=options.blob_retry_seconds,
+                parallelism=parallelism,
+            )
 
         now = utc_now()
         for timer_spec in timer_specs:
@@ -157,11 +176,14 @@ class HostRuntime:
             route_prefix=host_json.route_prefix,
             http_functions=app.of_type(HttpSpec),
             eventgrid_functions=app.of_type(EventGridSpec),
+            blob_events=self.blob_events,
             keys=self.keys,
             invoker=self.invoker,
             status=self.status,
             run_function=self._run_function,
         )
+        if self.blob_events is not None:
+            self.blob_events.start()
         self.front.start()
         for listener in self.blob_listeners:
             listener.start()
@@ -216,6 +238,8 @@ class HostRuntime:
             self.front.drain()
         for listener in self.blob_listeners:
             listener.stop(wait=False)
+        if self.blob_events is not None:
+            self.blob_events.stop(wait=False)
         idle = self.invoker.wait_idle(grace)
         if not idle:
             log.warning(
@@ -243,6 +267,7 @@ class HostRuntime:
         for listener in self.blob_listeners:
             stats = listener.stats
             blob_triggers[listener.spec.name] = {
+                "source": "LogsAndContainerScan",
                 "container": listener.spec.container,
                 "scans": stats.scans,
                 "inFlight": listener.in_flight,
@@ -251,6 +276,23 @@ class HostRuntime:
                 "failedAttempts": stats.failed_attempts,
                 "poisoned": stats.poisoned,
             }
+        if self.blob_events is not None:
+            for name in sorted(self.blob_events.functions):
+                events = self.blob_events.stats[name]
+                blob_triggers[name] = {
+                    "source": "EventGrid",
+                    "container": self.blob_events.container(name),
+                    "queue": self.blob_events.queue.name,
+                    "received": events.received,
+                    "queued": events.queued,
+                    "ignored": events.ignored,
+                    "inFlight": self.blob_events.in_flight(name),
+                    "invocations": events.invocations,
+                    "succeeded": events.succeeded,
+                    "failedAttempts": events.failed_attempts,
+                    "dropped": events.dropped,
+                    "poisoned": events.poisoned,
+                }
         timers = {}
         for name, runner in self.timers.items():
             timer_stats = runner.stats
@@ -286,6 +328,12 @@ class HostRuntime:
                 lines.append(
                     f"        {spec.name}: [{methods}] {self.base_url}{prefix}/{route}"
                     f" ({spec.auth_level})"
+                )
+            elif isinstance(spec, BlobSpec) and is_event_grid(spec):
+                lines.append(
+                    f"        {spec.name}: blobTrigger (EventGrid) {spec.container}/{spec.pattern} "
+                    f"on {spec.connection}: {self.base_url}/runtime/webhooks/blobs"
+                    f"?functionName={spec.function_id}"
                 )
             elif isinstance(spec, BlobSpec):
                 lines.append(

@@ -6,10 +6,11 @@ settings: ``<conn>__blobServiceUri`` and ``<conn>__queueServiceUri``, or
 ``<conn>__accountName`` (``AzureWebJobsStorage__accountName`` being the usual one);
 ``<conn>__clientId`` picks a user-assigned identity.
 
-The host writes one kind of queue message (blob trigger poison messages), and the
-project does not depend on ``azure-storage-queue``; ``StorageQueue`` speaks the
-three Queue REST calls needed (create, put, peek), signed with an account SAS made
-by azure-storage-blob's public ``generate_account_sas`` or with a bearer token.
+The host uses two queues (blob trigger poison messages, and the Event Grid blob
+trigger's own queue of blobs to process), and the project does not depend on
+``azure-storage-queue``; ``StorageQueue`` speaks the Queue REST calls needed
+(create, put, peek, get, update, delete), signed with an account SAS made by
+azure-storage-blob's public ``generate_account_sas`` or with a bearer token.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 import requests
@@ -178,6 +180,7 @@ class QueueMessage:
     id: str
     text: str
     dequeue_count: int
+    pop_receipt: str = ""  # set on dequeued messages: what update and delete need
 
 
 class StorageQueue:
@@ -217,21 +220,40 @@ class StorageQueue:
             return []
         if response.status_code != 200:
             _raise(response, f"peek queue {self.name}")
-        messages = []
-        for element in ET.fromstring(response.content).iter("QueueMessage"):
-            raw = element.findtext("MessageText") or ""
-            try:
-                text = base64.b64decode(raw, validate=True).decode("utf-8")
-            except ValueError:
-                text = raw
-            messages.append(
-                QueueMessage(
-                    id=element.findtext("MessageId") or "",
-                    text=text,
-                    dequeue_count=int(element.findtext("DequeueCount") or 0),
-                )
-            )
-        return messages
+        return _messages(response.content)
+
+    def get(self, count: int, visibility_seconds: int) -> list[QueueMessage]:
+        """Dequeue up to ``count`` (max 32) messages, hidden for ``visibility_seconds``."""
+        response = self._request(
+            "GET",
+            f"{self.url}/messages",
+            query=f"numofmessages={count}&visibilitytimeout={visibility_seconds}",
+        )
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            _raise(response, f"get messages from queue {self.name}")
+        return _messages(response.content)
+
+    def hide(self, message: QueueMessage, visibility_seconds: int) -> None:
+        """Make a dequeued message visible again after ``visibility_seconds``."""
+        response = self._request(
+            "PUT",
+            f"{self.url}/messages/{message.id}",
+            query=f"popreceipt={quote(message.pop_receipt, safe='')}"
+            f"&visibilitytimeout={visibility_seconds}",
+        )
+        if response.status_code not in (204, 404):
+            _raise(response, f"update a message of queue {self.name}")
+
+    def delete(self, message: QueueMessage) -> None:
+        response = self._request(
+            "DELETE",
+            f"{self.url}/messages/{message.id}",
+            query=f"popreceipt={quote(message.pop_receipt, safe='')}",
+        )
+        if response.status_code not in (204, 404):
+            _raise(response, f"delete a message of queue {self.name}")
 
     def _request(
         self,
@@ -263,6 +285,25 @@ class StorageQueue:
                 f"{method} {url} failed: {type(error).__name__} (the storage queue "
                 "service did not answer)"
             ) from None
+
+
+def _messages(content: bytes) -> list[QueueMessage]:
+    messages = []
+    for element in ET.fromstring(content).iter("QueueMessage"):
+        raw = element.findtext("MessageText") or ""
+        try:
+            text = base64.b64decode(raw, validate=True).decode("utf-8")
+        except ValueError:
+            text = raw
+        messages.append(
+            QueueMessage(
+                id=element.findtext("MessageId") or "",
+                text=text,
+                dequeue_count=int(element.findtext("DequeueCount") or 0),
+                pop_receipt=element.findtext("PopReceipt") or "",
+            )
+        )
+    return messages
 
 
 def _raise(response: requests.Response, action: str) -> None:

@@ -2,20 +2,31 @@
 
 Reads stream in chunks with ``If-Match`` on the version the run saw, so a blob
 overwritten mid-read is noticed, never half-mixed. Large parts are written as
-staged blocks (4 MiB each), so memory stays flat whatever the dataset size;
-two writers racing on one part: the first commit wins, the other retries later.
+staged blocks (4 MiB each), so memory stays flat whatever the dataset size.
+A part under one block is one Put Blob. Over that, a block's id is its
+position and a digest of its bytes, so writers racing on one part with the
+same bytes (two invocations splitting one upload) converge: the first commit
+wins and the other's list names the same blocks, now committed. Different
+bytes under one name: the loser's blocks were dropped by the winner's commit,
+and it gets a retryable error.
+A write that finds its container missing creates it and tries once more: the
+work container is the app's own (a local stack, or a deployment from before it
+existed, has none yet).
 """
 
 from __future__ import annotations
 
 import base64
-import uuid
-from collections.abc import Iterator, Mapping
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
@@ -27,6 +38,8 @@ from shared.domain.storage import BlobInfo
 
 BLOCK_BYTES = 4 << 20
 READ_CHUNK_BYTES = 4 << 20
+
+T = TypeVar("T")
 
 
 class BlobDatasetStore:
@@ -72,27 +85,43 @@ class BlobDatasetStore:
     def put_text(self, name: str, text: str, content_type: str) -> str:
         blob = self._container.get_blob_client(name)
         try:
-            blob.upload_blob(
-                text.encode("utf-8"),
-                overwrite=True,
-                content_settings=ContentSettings(content_type=content_type),
+            self.creating_container(
+                lambda: blob.upload_blob(
+                    text.encode("utf-8"),
+                    overwrite=True,
+                    content_settings=ContentSettings(content_type=content_type),
+                )
             )
         except AzureError as exc:
             raise translate(exc, f"writing {name}") from exc
         return str(blob.url)
 
     def writer(self, name: str) -> BlockWriter:
-        return BlockWriter(self._container.get_blob_client(name))
+        return BlockWriter(self._container.get_blob_client(name), self.creating_container)
+
+    def creating_container(self, write: Callable[[], T]) -> T:
+        """``write()``; if the container does not exist, create it and write again."""
+        try:
+            return write()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
+        with contextlib.suppress(ResourceExistsError):  # created concurrently
+            self._container.create_container()
+        return write()
 
 
 class BlockWriter:
-    """Buffers up to one block, stages it, and commits the block list at the end."""
+    """Buffers up to one block, stages it, and commits the block list at the end.
+    Nothing is visible until then; uncommitted blocks are dropped by the service."""
 
-    def __init__(self, blob: BlobClient) -> None:
+    def __init__(
+        self, blob: BlobClient, creating_container: Callable[[Callable[[], object]], object]
+    ) -> None:
         self._blob = blob
+        self._creating_container = creating_container
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
-        self._prefix = uuid.uuid4().hex[:16]
 
     def write(self, data: bytes) -> None:
         self._buffer += data
@@ -102,15 +131,19 @@ class BlockWriter:
     def _stage(self) -> None:
         if not self._buffer:
             return
-        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
+        data = bytes(self._buffer)
+        digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+        block_id = base64.b64encode(f"{len(self._blocks):08d}-{digest}".encode()).decode()
         try:
-            self._blob.stage_block(block_id, bytes(self._buffer))
+            self._creating_container(lambda: self._blob.stage_block(block_id, data))
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
         self._blocks.append(BlobBlock(block_id=block_id))
         self._buffer.clear()
 
     def commit(self, metadata: Mapping[str, str]) -> str:
+        if not self._blocks:
+            return self._put(metadata)  # under one block: one Put Blob, not two requests
         self._stage()
         try:
             self._blob.commit_block_list(
@@ -120,13 +153,28 @@ class BlockWriter:
             )
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) == "InvalidBlockList":
-                # Another invocation committed this blob first, which discards our
-                # uncommitted blocks. Parts are content-addressed, so theirs is the
-                # same content: try again later and reuse it.
+                # Another invocation committed other bytes under this name first,
+                # which dropped our uncommitted blocks: try again later.
                 raise RetryableError(
                     f"{self._blob.blob_name} was written concurrently by another invocation"
                 ) from exc
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
         except AzureError as exc:
             raise translate(exc, f"writing {self._blob.blob_name}") from exc
+        return str(self._blob.url)
+
+    def _put(self, metadata: Mapping[str, str]) -> str:
+        data = bytes(self._buffer)
+        try:
+            self._creating_container(
+                lambda: self._blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    content_settings=ContentSettings(content_type="application/jsonl"),
+                    metadata=dict(metadata),
+                )
+            )
+        except AzureError as exc:
+            raise translate(exc, f"writing {self._blob.blob_name}") from exc
+        self._buffer.clear()
         return str(self._blob.url)

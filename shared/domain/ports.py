@@ -28,7 +28,8 @@ def utc_now() -> dt.datetime:
 class Services:
     settings: Settings
     ledger: Ledger
-    store: DatasetStore
+    store: DatasetStore  # the dataset container (uploads; the app only reads it)
+    work: DatasetStore  # the work container (the app's reports and parts)
     azureml: AzureML
     scorer: Scorer
     publisher: EventPublisher = field(default_factory=DisabledPublisher)

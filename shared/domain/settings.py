@@ -77,6 +77,9 @@ class Settings:
     hyperparameters: Mapping[str, str] = field(default_factory=lambda: DEFAULT_HYPERPARAMETERS)
     experiment_name: str = "finetune-autopilot"
     dataset_container: str = "datasets"
+    # The app's own outputs (reports, training/validation parts): never the watched
+    # container, so they neither wake the blob trigger nor grow its scan.
+    work_container: str = "autopilot-work"
     ledger_table: str = "finetuneruns"
     validation_fraction: float = 0.1
     max_dataset_bytes: int = 2 << 30
@@ -200,6 +203,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "a blob container name: 3-63 lower-case letters, digits and single hyphens",
         default="datasets",
     )
+    work = r.matching(
+        "WORK_CONTAINER",
+        CONTAINER,
+        "a blob container name: 3-63 lower-case letters, digits and single hyphens",
+        default="autopilot-work",
+    )
     table = r.matching(
         "RUN_TABLE",
         TABLE,
@@ -226,6 +235,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hyperparameters=hyperparameters,
         experiment_name=experiment,
         dataset_container=container,
+        work_container=work,
         ledger_table=table,
         validation_fraction=fraction,
         max_dataset_bytes=int(max_bytes),

@@ -1,7 +1,11 @@
-"""The dataset store port: the container uploads land in, and the app's own prefix.
+"""The blob store port: the dataset container uploads land in, and the work container.
 
-The app writes only under ``APP_PREFIX`` (reports, training/validation parts),
-never over an upload; the blob trigger skips that prefix.
+Two stores of one shape: ``Services.store`` is the dataset container the blob
+trigger watches (the app only reads it), ``Services.work`` the app's own
+container (``WORK_CONTAINER``), where it writes reports and training/validation
+parts, so its outputs never wake the trigger or lengthen its scan. Names there
+keep the ``APP_PREFIX``: pointed at the dataset container (the old layout),
+the work store's blobs are still the ones the trigger skips.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ class DatasetStore(Protocol):
         ...
 
     def writer(self, name: str) -> PartWriter:
-        """A streaming writer for a large blob under the app's prefix."""
+        """A streaming writer for a large blob under the app's prefix. Nothing is
+        visible (no blob, no event) until ``commit``; a writer dropped uncommitted
+        leaves nothing behind but data the service discards on its own."""
         ...
 
 

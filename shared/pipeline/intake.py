@@ -8,14 +8,19 @@ version; the outcome is the same each time:
    ``_autopilot/`` prefix, and sibling ``*.validation.jsonl`` files (used by
    the upload they belong to, never runs of their own).
 2. An upload seen before (same blob, same ETag) is only reconciled again.
-3. The blob is validated in one streaming pass (constant memory); its
-   hyperparameter overrides (``finetune_*`` metadata) are checked.
-4. Invalid: a report (JSON and text) goes under ``_autopilot/reports/``, the
-   original stays untouched, and a REJECTED run records the summary.
-5. Valid: the run id derives from the content hash and the training
-   configuration. If that run exists for another upload, this upload is
-   recorded as DUPLICATE pointing at it; otherwise the run is created and
-   reconciled at once (data assets, then the job).
+3. The blob is read once, in one streaming pass (constant memory), which both
+   validates it and splits it into training and validation parts (staged in
+   the work container, committed only if the file is valid; not split when a
+   sibling validation file is there); its hyperparameter overrides
+   (``finetune_*`` metadata) are checked.
+4. Invalid: a report (JSON and text) goes under ``_autopilot/reports/`` in the
+   work container, the original stays untouched, and a REJECTED run records
+   the summary.
+5. Valid: the parts are committed, and the run id derives from the content
+   hash and the training configuration. If that run exists for another
+   upload, this upload is recorded as DUPLICATE pointing at it; otherwise the
+   run is created, naming its parts, and reconciled at once (data assets,
+   then the job).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shared.datasets import Limits, LineError, Report, TaskType, validate
+from shared.datasets import Limits, LineError, Report, TaskType, Validator, validate
 from shared.domain import hyperparameters
 from shared.domain.errors import InvalidInput
 from shared.domain.ports import Services
@@ -40,6 +45,7 @@ from shared.domain.storage import (
     sibling_validation_name,
 )
 from shared.pipeline.reconciler import reconcile
+from shared.pipeline.splits import Parts, PartSplitter, sibling_parts, validate_and_split
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +117,10 @@ def accept_upload(
             "(MAX_DATASET_BYTES); nothing was read"
         )
         return _reject(services, dataset, None, too_big, "file_too_large")
-    task = None if settings.task == "auto" else TaskType(settings.task)
-    report = validate(store.chunks(name, info.etag), task, limits)
-    if not report.valid:
-        return _reject(services, dataset, report, report.summary())
-
-    sibling = store.info(sibling_validation_name(name))
-    sibling_config: dict[str, Any] | None = None
-    if sibling is not None:
-        sibling_report = validate(store.chunks(sibling.name, sibling.etag), report.task, limits)
-        if not sibling_report.valid:
-            summary = f"validation file {sibling.name}: {sibling_report.summary()}"
-            return _reject(services, dataset, sibling_report, summary)
-        sibling_config = _sibling(sibling, sibling_report)
+    read = _read(services, dataset, limits, reuse_parts=by_hand)
+    if isinstance(read, IntakeResult):
+        return read
+    report, parts, sibling_config = read
 
     config = _config(settings, report, hyper, sibling_config)
     if force:
@@ -137,7 +134,7 @@ def accept_upload(
         f"uploaded as {name}",
         sha256=report.sha256,
         config=config,
-        validation=_summary(report, hyper),
+        validation={**_summary(report, hyper), "split": parts.describe()},
     ).moved_to(RunState.REGISTERING_DATA, now, report.summary(max_errors=0).splitlines()[0])
 
     if services.ledger.create(run) is None:
@@ -152,6 +149,42 @@ def accept_upload(
     log.info("run %s accepted for %s (%d examples)", run_id, name, report.examples)
     reconcile(services, run_id)
     return IntakeResult("accepted", run_id, f"{report.examples} examples")
+
+
+def _read(
+    services: Services, dataset: DatasetRef, limits: Limits, reuse_parts: bool
+) -> tuple[Report, Parts, dict[str, Any] | None] | IntakeResult:
+    """Read the upload once: its report, its parts (committed only if valid; with
+    ``reuse_parts``, those of an earlier run of this upload are kept) and its
+    sibling validation file's config, or the REJECTED outcome."""
+    store, settings = services.store, services.settings
+    task = None if settings.task == "auto" else TaskType(settings.task)
+    # Looked up before the read: with the user's own validation file, nothing is split.
+    sibling = store.info(sibling_validation_name(dataset.name))
+    splitter = (
+        None
+        if sibling is not None
+        else PartSplitter(services.work, dataset.upload_id, settings.validation_fraction)
+    )
+    report = validate_and_split(
+        store.chunks(dataset.name, dataset.etag),
+        Validator(task, limits),
+        splitter,
+        limits.max_example_bytes,
+    )
+    if not report.valid:
+        return _reject(services, dataset, report, report.summary())
+    if sibling is None:
+        assert splitter is not None
+        # Committed before the run is recorded, so a run never names parts that
+        # are not there (a DUPLICATE upload leaves its parts behind, unused).
+        return report, splitter.commit(reuse=reuse_parts), None
+    sibling_report = validate(store.chunks(sibling.name, sibling.etag), report.task, limits)
+    if not sibling_report.valid:
+        summary = f"validation file {sibling.name}: {sibling_report.summary()}"
+        return _reject(services, dataset, sibling_report, summary)
+    sibling_config = _sibling(sibling, sibling_report)
+    return report, sibling_parts(store, dataset.url, sibling_config), sibling_config
 
 
 def _limits(settings: Settings) -> Limits:
@@ -218,10 +251,10 @@ def _reject(
     else:
         details = report.to_dict()
     document = {"dataset": dataset.url, "etag": dataset.etag, "summary": summary, **details}
-    report_url = services.store.put_text(
+    report_url = services.work.put_text(
         base + ".report.json", json.dumps(document, indent=2), "application/json"
     )
-    services.store.put_text(base + ".report.txt", summary + "\n", "text/plain; charset=utf-8")
+    services.work.put_text(base + ".report.txt", summary + "\n", "text/plain; charset=utf-8")
     now = services.now()
     run = Run.new(
         run_id,

@@ -311,14 +311,16 @@ def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
     settings = services.settings
     if settings.smoke_prompts:
         return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
-    name = str(run.validation.get("split", {}).get("validation_name", ""))
-    info = services.store.info(name) if name else None
+    split = run.validation.get("split", {})
+    name = str(split.get("validation_name", ""))
+    # Runs split before the work container existed kept their parts in the dataset container.
+    in_work = split.get("validation_container", run.dataset.container) == services.work.container
+    store = services.work if in_work else services.store
+    info = store.info(name) if name else None
     if info is None:
         raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
     lines = (
-        line
-        for _, line in iter_lines(services.store.chunks(name, info.etag), 1 << 24)
-        if line is not None
+        line for _, line in iter_lines(store.chunks(name, info.etag), 1 << 24) if line is not None
     )
     prompts = prompts_from_lines(
         lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
@@ -392,19 +394,24 @@ def _apply(run: Run, decision: Decision, produced: dict[str, Any], now: dt.datet
 
 
 def _prepare_data(services: Services, run: Run, changes: dict[str, Any]) -> None:
-    """Split the upload (or find its parts) and register both parts as data assets;
-    an asset this run already recorded is not looked up again."""
-    parts = prepare_parts(services.store, run)
-    changes["validation"] = {**run.validation, "split": parts.describe()}
+    """Register both parts as data assets: those intake recorded, else the parts
+    ``prepare_parts`` finds or writes (a run from before intake split uploads).
+    An asset this run already recorded is not looked up again."""
+    split = run.validation.get("split") or {}
+    training_url, validation_url = split.get("training_url"), split.get("validation_url")
+    if not (training_url and validation_url):
+        parts = prepare_parts(services.store, services.work, run)
+        changes["validation"] = {**run.validation, "split": parts.describe()}
+        training_url, validation_url = parts.training_url, parts.validation_url
     if not run.training_data:
         changes["training_data"] = services.azureml.register_data(
-            f"{run.run_id}-training", "1", parts.training_url, f"Training data of run {run.run_id}"
+            f"{run.run_id}-training", "1", str(training_url), f"Training data of run {run.run_id}"
         )
     if not run.validation_data:
         changes["validation_data"] = services.azureml.register_data(
             f"{run.run_id}-validation",
             "1",
-            parts.validation_url,
+            str(validation_url),
             f"Validation data of run {run.run_id}",
         )
 

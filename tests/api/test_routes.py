@@ -334,10 +334,9 @@ def test_other_hosts_accounts_containers_and_paths_are_refused_and_nothing_is_fe
     _put(driver, "a.jsonl")
     # A valid dataset in another container of the same account: must not be reachable.
     other = BlobServiceClient.from_connection_string(azurite.connection_string)
-    other.create_container(f"other-{uuid.uuid4().hex[:8]}").upload_blob(
-        "a.jsonl", jsonl(text_examples(30, "elsewhere"))
-    )
-    other_url = f"{azurite.blob_endpoint}/{other.list_containers().next()['name']}/a.jsonl"
+    other_name = f"other-{uuid.uuid4().hex[:8]}"
+    other.create_container(other_name).upload_blob("a.jsonl", jsonl(text_examples(30, "elsewhere")))
+    other_url = f"{azurite.blob_endpoint}/{other_name}/a.jsonl"
     own_url = _put(driver, "a.jsonl")
     with socket.socket() as trap:
         trap.bind(("127.0.0.1", 0))

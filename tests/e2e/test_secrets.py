@@ -209,7 +209,7 @@ def test_nothing_the_app_writes_holds_a_secret(
             )
             for a in answers
         },
-        **_blobs(storage, container, "_autopilot/"),
+        **_blobs(storage, settings["WORK_CONTAINER"], "_autopilot/"),
         **_blobs(
             settings["AzureWebJobsStorage"],
             HOSTS_CONTAINER,

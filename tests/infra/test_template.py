@@ -42,6 +42,7 @@ from tests.infra.bicep_contract import (
     check_settings,
     function_app,
     parse_infra,
+    scope_roots,
     setting_value,
 )
 
@@ -68,6 +69,7 @@ DEPLOYMENT_SETTINGS: list[tuple[str, ...]] = [
     ("APPLICATIONINSIGHTS_AUTHENTICATION_STRING",),
     ("ENDPOINT_NAME",),  # the default is not unique in the region
     ("DATASET_CONTAINER",),  # must be the container the template creates
+    ("WORK_CONTAINER",),  # likewise, and apart from it (the app's writes must not trigger)
     ("RUN_TABLE",),
     ("EVENTS_TOPIC_ENDPOINT",),  # events go to the template's topic
     ("EVENTS_SOURCE",),
@@ -244,6 +246,27 @@ def test_the_template_values_pass_the_apps_own_validation(template: Template) ->
         env[name] = value if isinstance(value, str) else example.get(name, "runtime-value")
     settings = load_settings(env)  # raises SettingsError naming each bad value
     assert settings.dataset_container == setting_value(template, app, "DATASET_CONTAINER")
+    assert settings.work_container == setting_value(template, app, "WORK_CONTAINER")
+
+
+def test_the_app_writes_into_a_container_of_its_own(template: Template) -> None:
+    # Both settings name containers the template creates, and not the same one:
+    # the app's outputs must not land where the blob trigger listens.
+    app, problems = function_app(template)
+    assert app is not None, problems
+    kind = "Microsoft.Storage/storageAccounts/blobServices/containers"
+    roots = {}
+    for setting in ("DATASET_CONTAINER", "WORK_CONTAINER"):
+        created = [r for r in scope_roots(template, app, setting) if r.kind == "resource"]
+        types = [template.declared(r) for r in created]
+        assert created and all(t is not None and t[0] == kind for t in types), (
+            f"{setting} names no container the template creates: {created}"
+        )
+        roots[setting] = set(created)
+    assert roots["DATASET_CONTAINER"].isdisjoint(roots["WORK_CONTAINER"])
+    assert setting_value(template, app, "WORK_CONTAINER") != setting_value(
+        template, app, "DATASET_CONTAINER"
+    )
 
 
 def test_no_key_based_or_local_only_settings(template: Template) -> None:

@@ -7,8 +7,11 @@ import dataclasses
 from typing import Any
 
 import pytest
+from azure.core.pipeline import PipelineRequest
+from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite
+from shared.adapters.blobs import BlobDatasetStore
 from shared.domain.runs import RunState
 from shared.pipeline.intake import accept_upload
 from shared.pipeline.splits import part_names
@@ -63,8 +66,40 @@ def test_text_dataset_becomes_one_job_with_the_right_inputs(
     assert jobs[0]["tags"]["finetune-autopilot.dataset-sha256"] == run.sha256
     # Data assets point at the split parts in place, under the app's prefix.
     data = {d["id"]: d["properties"]["dataUri"] for d in emulator_admin.state()["data"]}
-    training_name, _ = part_names(run.sha256, 0.1)
-    assert data[run.training_data].endswith(training_name)
+    training_name, _ = part_names(run.dataset.upload_id, 0.1)
+    assert data[run.training_data] == f"{app.work.url}/{training_name}"
+
+
+def test_an_intake_downloads_the_dataset_once_and_writes_only_to_the_work_container(
+    app: LocalApp, emulator_admin: EmulatorAdmin
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(request: PipelineRequest[Any]) -> None:
+        seen.append((request.http_request.method, request.http_request.url.split("?")[0]))
+
+    blobs = BlobServiceClient.from_connection_string(
+        app.settings["DATASET_STORAGE"], raw_request_hook=record
+    )
+    services = dataclasses.replace(
+        app.services,
+        store=BlobDatasetStore(blobs.get_container_client(app.container.container_name)),
+        work=BlobDatasetStore(blobs.get_container_client(app.work.container_name)),
+    )
+    upload = app.upload("once.jsonl", jsonl(text_examples(60, "once")))
+
+    result = accept_upload(services, "once.jsonl")
+
+    assert result.outcome == "accepted" and result.run_id
+    stored = services.ledger.get(result.run_id)
+    assert stored is not None and stored.run.state is RunState.TRAINING
+    assert [m for m, url in seen if url == upload.url] == ["HEAD", "GET"]
+    # The app wrote nothing where the trigger listens: every write went to its own
+    # container (created on the first write: the test leaves that to the app).
+    writes = [url for m, url in seen if m in ("PUT", "POST", "DELETE")]
+    assert writes and all(url.startswith(app.work.url) for url in writes)
+    assert app.work.url in writes
+    assert {m for m, url in seen if url.startswith(app.container.url + "/")} == {"HEAD", "GET"}
 
 
 def test_chat_dataset_is_detected_and_submitted_as_chat(

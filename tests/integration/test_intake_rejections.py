@@ -54,14 +54,14 @@ def test_malformed_file_is_rejected_with_a_report(
     assert run.state is RunState.REJECTED
     # The report names the line and the problem.
     expected = EXPECTED[name]
-    report_name = run.report_url.split(f"/{app.services.store.container}/", 1)[1]
+    report_name = run.report_url.split(f"/{app.services.work.container}/", 1)[1]
     assert report_name.startswith(REPORTS_PREFIX)
-    report = json.loads(app.container.download_blob(report_name).readall())
+    report = json.loads(app.work.download_blob(report_name).readall())
     errors = report["errors"]
     line_errors = [e for e in errors if e["line"] == expected["line"]]
     assert line_errors, f"no error reported on line {expected['line']}: {errors[:3]}"
     assert line_errors[0]["code"] == expected["code"]
-    summary = app.container.download_blob(report_name.removesuffix(".json") + ".txt").readall()
+    summary = app.work.download_blob(report_name.removesuffix(".json") + ".txt").readall()
     assert b"INVALID" in summary
     assert f"line {expected['line']}" in run.timeline[-1].detail or expected["line"] == 0
     # The original is untouched: same version, same bytes.

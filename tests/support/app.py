@@ -2,8 +2,9 @@
 
 Tests build the app exactly as a Function App would (``shared.composition.build``
 from an environment of app settings), pointed at Azurite and the emulator.
-Each ``LocalApp`` gets its own dataset container and ledger table so tests do
-not see each other's runs.
+Each ``LocalApp`` gets its own dataset and work containers and ledger table so
+tests do not see each other's runs. The work container is left for the app to
+create on its first write, as it does on a fresh stack.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def app_settings(azurite: Azurite, **overrides: str) -> dict[str, str]:
         "DATASET_STORAGE": azurite.connection_string,
         "AzureWebJobsStorage": azurite.connection_string,
         "DATASET_CONTAINER": f"datasets-{suffix}",
+        "WORK_CONTAINER": f"work-{suffix}",
         "RUN_TABLE": f"runs{suffix}",
         "MIN_EXAMPLES": "10",
     }
@@ -46,14 +48,16 @@ def app_settings(azurite: Azurite, **overrides: str) -> dict[str, str]:
 class LocalApp:
     settings: dict[str, str]
     services: Services
-    container: ContainerClient
+    container: ContainerClient  # the dataset container
+    work: ContainerClient  # the app's own
 
     @classmethod
     def create(cls, azurite: Azurite, **overrides: str) -> LocalApp:
         settings = app_settings(azurite, **overrides)
         blobs = BlobServiceClient.from_connection_string(settings["DATASET_STORAGE"])
         container = blobs.create_container(settings["DATASET_CONTAINER"])
-        return cls(settings, build(settings), container)
+        work = blobs.get_container_client(settings["WORK_CONTAINER"])
+        return cls(settings, build(settings), container, work)
 
     def upload(self, name: str, data: bytes, **metadata: str) -> BlobClient:
         client = self.container.get_blob_client(name)

@@ -639,6 +639,7 @@ class Harness:
 
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
     store: MemoryStore = field(default_factory=MemoryStore)
+    work: MemoryStore = field(default_factory=lambda: MemoryStore("autopilot-work"))
     azureml: FakeAzureML = field(default_factory=FakeAzureML)
     scorer: FakeScorer = field(default_factory=FakeScorer)
     publisher: RecordingPublisher = field(default_factory=RecordingPublisher)
@@ -651,6 +652,7 @@ class Harness:
             settings=self.settings,
             ledger=self.ledger,
             store=self.store,
+            work=self.work,
             azureml=self.azureml,
             scorer=self.scorer,
             publisher=self.publisher,

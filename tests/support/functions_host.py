@@ -3,7 +3,8 @@
 ``TEST_APP`` is a small throw-away Functions app, written into a temporary directory
 by ``write_test_app``, so the host's behaviour is tested independently of the real
 app: a blob trigger, timers, HTTP routes at every auth level and an Event Grid
-trigger, each recording what it received as one JSON line in ``RECORD_FILE``.
+trigger, and a blob trigger with the Event Grid source, each recording what it
+received as one JSON line in ``RECORD_FILE``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ def on_blob(client: blob.BlobClient) -> None:
         etag=client.get_blob_properties().etag,
         content=content,
         client_type=f"{type(client).__module__}.{type(client).__name__}",
+    )
+    if content.startswith("fail"):
+        raise RuntimeError(f"refusing {client.blob_name}")
+
+
+@app.blob_trigger(
+    arg_name="client",
+    path="%EVENT_CONTAINER%/{name}",
+    connection="TEST_STORAGE",
+    source=func.BlobSource.EVENT_GRID,
+)
+def on_blob_event(client: blob.BlobClient) -> None:
+    content = client.download_blob().readall().decode("utf-8")
+    record(
+        "blob_event",
+        name=client.blob_name,
+        container=client.container_name,
+        etag=client.get_blob_properties().etag,
+        content=content,
     )
     if content.startswith("fail"):
         raise RuntimeError(f"refusing {client.blob_name}")
@@ -154,6 +174,7 @@ def app_values(connection_string: str, record_file: Path, **overrides: str) -> d
         "AzureWebJobsStorage": connection_string,
         "TEST_STORAGE": connection_string,
         "WATCH_CONTAINER": f"watch-{uuid.uuid4().hex[:12]}",
+        "EVENT_CONTAINER": f"events-{uuid.uuid4().hex[:12]}",
         "TICK_SCHEDULE": NEVER,
         "TICK_SECONDS": "0",
         "RECORD_FILE": str(record_file),

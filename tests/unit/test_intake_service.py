@@ -25,9 +25,9 @@ def h() -> Harness:
 
 
 def _report(h: Harness, report_url: str) -> dict[str, object]:
-    name = report_url.split(f"/{h.store.container}/", 1)[1]
+    name = report_url.split(f"/{h.work.container}/", 1)[1]
     assert name.startswith(REPORTS_PREFIX)
-    report: dict[str, object] = json.loads(h.store.blobs[name].text())
+    report: dict[str, object] = json.loads(h.work.blobs[name].text())
     return report
 
 
@@ -85,6 +85,37 @@ def test_a_valid_upload_becomes_a_training_run(h: Harness) -> None:
     assert [job.name for job in h.azureml.submitted()] == [run.run_id]
     # The upload itself is only read, never rewritten.
     assert h.store.blobs["team/data.jsonl"] is blob
+
+
+def test_an_upload_is_read_once_to_validate_split_and_submit(h: Harness) -> None:
+    h.store.upload("data.jsonl", jsonl(text_examples(40)))
+
+    result = accept_upload(h.services, "data.jsonl")
+
+    assert result.outcome == "accepted" and result.run_id
+    assert h.store.reads == ["data.jsonl"]  # one download, for validation and split alike
+    run = h.ledger.run(result.run_id)
+    split = run.validation["split"]
+    parts = {name: h.work.blobs[name] for name in h.work.names(SPLITS_PREFIX)}
+    assert sorted(parts) == sorted(
+        [split["validation_name"], split["validation_name"].replace("validation", "training")]
+    )
+    assert sum(len(blob.lines()) for blob in parts.values()) == 40
+    assert split["training_examples"] + split["validation_examples"] == 40
+    assert split["validation_container"] == h.work.container
+    # The run named its parts when it was created; the data assets point at them.
+    assert h.azureml.data[run.training_data] == split["training_url"]
+    assert h.azureml.data[run.validation_data] == split["validation_url"]
+    assert h.work.reads == []
+
+
+def test_an_invalid_upload_commits_no_parts(h: Harness) -> None:
+    data = jsonl(text_examples(20)) + b"not json\n"
+    h.store.upload("bad.jsonl", data)
+    assert accept_upload(h.services, "bad.jsonl").outcome == "rejected"
+    assert h.store.reads == ["bad.jsonl"]
+    assert h.work.names(SPLITS_PREFIX) == []  # only the report was written
+    assert h.work.names() == h.work.names(REPORTS_PREFIX)
 
 
 def test_the_run_id_is_the_content_and_the_configuration(h: Harness) -> None:
@@ -183,6 +214,24 @@ def test_force_trains_the_same_content_again(h: Harness) -> None:
     assert h.ledger.uploads == {h.ledger.run(first.run_id or "").dataset.upload_id: first.run_id}
 
 
+def test_training_an_upload_again_by_hand_keeps_its_parts(h: Harness) -> None:
+    # An earlier job may still be reading them: they are not written again.
+    h.store.upload("data.jsonl", jsonl(text_examples(20)))
+    first = accept_upload(h.services, "data.jsonl")
+    parts = dict(h.work.blobs)
+
+    forced = accept_upload(h.services, "data.jsonl", force=True)
+
+    assert forced.outcome == "accepted" and forced.run_id and first.run_id
+    assert h.work.blobs == parts and all(h.work.blobs[n] is b for n, b in parts.items())
+    split = h.ledger.run(forced.run_id).validation["split"]
+    assert split == {
+        **h.ledger.run(first.run_id).validation["split"],
+        "method": "hash split at 0.1 (reused)",
+    }
+    assert h.store.reads == ["data.jsonl", "data.jsonl"]  # validated again, by hand
+
+
 def test_a_request_by_hand_repeating_a_config_is_seen_not_duplicated(h: Harness) -> None:
     h.store.upload("data.jsonl", jsonl(text_examples(20)))
     overrides = {"num_train_epochs": 2}
@@ -230,9 +279,12 @@ def test_an_invalid_upload_is_rejected_with_a_report_and_left_untouched(h: Harne
     assert report["valid"] is False and report["etag"] == blob.etag
     errors = report["errors"]
     assert isinstance(errors, list) and errors[0]["line"] == 4
-    text = h.store.blobs[run.report_url.split("/datasets/", 1)[1].removesuffix(".json") + ".txt"]
+    text = h.work.blobs[
+        run.report_url.split("/autopilot-work/", 1)[1].removesuffix(".json") + ".txt"
+    ]
     assert text.content_type.startswith("text/plain") and "INVALID" in text.text()
     assert h.store.blobs["bad.jsonl"] is blob
+    assert h.store.names() == ["bad.jsonl"]  # the app wrote nothing into the watched container
     assert h.azureml.jobs == {} and h.azureml.data == {}
     assert h.ledger.uploads[run.dataset.upload_id] == run.run_id
     assert run.needs_attention  # its events are still to go out (the timer publishes them)
@@ -321,7 +373,7 @@ def test_a_sibling_validation_file_is_used_in_place(h: Harness) -> None:
     # Both files are registered where they are; nothing is split or copied.
     assert h.azureml.data[run.training_data] == h.store.url("team/data.jsonl")
     assert h.azureml.data[run.validation_data] == h.store.url("team/data.validation.jsonl")
-    assert h.store.names(SPLITS_PREFIX) == []
+    assert h.work.names(SPLITS_PREFIX) == [] and h.store.names(SPLITS_PREFIX) == []
     assert h.store.blobs["team/data.validation.jsonl"] is sibling
 
 

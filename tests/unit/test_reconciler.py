@@ -95,9 +95,50 @@ def test_an_accepted_upload_claims_the_endpoint_prepares_data_and_submits_one_jo
     assert h.azureml.data[run.training_data].endswith("/training.jsonl")
     split = run.validation["split"]
     assert split["training_examples"] + split["validation_examples"] == 20
-    assert h.store.names(SPLITS_PREFIX) == sorted(
+    # The parts go to the work container; the watched one holds the upload alone.
+    assert h.work.names(SPLITS_PREFIX) == sorted(
         [split["validation_name"], split["validation_name"].replace("validation", "training")]
     )
+    assert h.store.names() == ["data.jsonl"]
+    assert split["validation_container"] == h.work.container
+
+
+def test_a_run_recorded_without_parts_is_split_by_the_reconciler(h: Harness) -> None:
+    # A run created before intake split uploads: the reconciler reads and splits it.
+    h.azureml.fail("register_data", RetryableError("busy"))
+    run = h.ledger.run(accept(h))
+    assert run.state is RunState.REGISTERING_DATA and run.last_error
+    legacy = {k: v for k, v in run.validation.items() if k != "split"}
+    h.ledger.put(dataclasses.replace(run, validation=legacy))
+    h.work.blobs.clear()
+    h.store.reads.clear()
+
+    run = step(h, run.run_id)
+
+    assert run.state is RunState.TRAINING
+    assert h.store.reads == ["data.jsonl"]
+    split = run.validation["split"]
+    assert split["validation_container"] == h.work.container
+    assert split["validation_name"] in h.work.names(SPLITS_PREFIX)
+    assert h.azureml.data[run.validation_data] == split["validation_url"]
+
+
+def test_smoke_prompts_of_a_run_split_into_the_dataset_container_are_found(
+    h: Harness,
+) -> None:
+    # Runs from before WORK_CONTAINER kept their parts in the dataset container.
+    h.configure(smoke_prompt_count=2)
+    run_id = accept(h)
+    run = drive(h, run_id, RunState.SMOKE_TESTING)
+    name = run.validation["split"]["validation_name"]
+    h.store.upload(name, h.work.blobs.pop(name).data)
+    split = {k: v for k, v in run.validation["split"].items() if k != "validation_container"}
+    h.ledger.put(dataclasses.replace(run, validation={**run.validation, "split": split}))
+
+    run = step(h, run_id)
+
+    assert run.state is RunState.PROMOTING, run.last_error
+    assert len(h.scorer.asked) == 2
 
 
 def test_an_endpoint_already_there_is_not_claimed_again(h: Harness) -> None:
@@ -330,7 +371,7 @@ def test_the_smoke_test_scores_the_new_deployment_alone_with_validation_prompts(
     h.configure(smoke_prompt_count=2)
     run_id = accept(h)
     run = drive(h, run_id, RunState.PROMOTING)
-    validation = h.store.blobs[run.validation["split"]["validation_name"]].lines()
+    validation = h.work.blobs[run.validation["split"]["validation_name"]].lines()
     records = [json.loads(line) for line in validation[:2]]
     assert len(h.scorer.asked) == len(records) > 0
     for (target, prompt), record in zip(h.scorer.asked, records, strict=True):
@@ -435,7 +476,7 @@ def test_a_deployment_gone_before_its_smoke_test_ends_the_rollout(h: Harness) ->
 def test_a_missing_validation_split_fails_the_run_with_the_reason(h: Harness) -> None:
     run_id = accept(h)
     run = drive(h, run_id, RunState.SMOKE_TESTING)
-    del h.store.blobs[run.validation["split"]["validation_name"]]
+    del h.work.blobs[run.validation["split"]["validation_name"]]
     run = step(h, run_id)
     assert run.state is RunState.FAILED
     assert "is gone: no smoke prompts" in run.last_error
@@ -460,7 +501,7 @@ def test_a_training_run_ended_by_an_error_cancels_its_job(h: Harness) -> None:
 def test_a_validation_split_without_a_usable_prompt_fails_the_run(h: Harness) -> None:
     run_id = accept(h)
     run = drive(h, run_id, RunState.SMOKE_TESTING)
-    h.store.upload(run.validation["split"]["validation_name"], b'{"other": 1}\n')
+    h.work.upload(run.validation["split"]["validation_name"], b'{"other": 1}\n')
     run = step(h, run_id)
     assert run.state is RunState.FAILED and "holds no usable smoke prompt" in run.last_error
 
