@@ -21,6 +21,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,7 +108,14 @@ def measure(connection_string: str, name: str) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[100, 1024])
+    parser.add_argument(
+        "--quick", action="store_true", help="4 MB only, results to a temporary folder"
+    )
     args = parser.parse_args()
+    out = RESULTS
+    if args.quick:
+        args.sizes_mb = [4]
+        out = Path(tempfile.mkdtemp(prefix="bench-validate-"))
     rows = []
     with Azurite() as azurite:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
@@ -134,16 +142,14 @@ def main() -> int:
             print(f"  {row}", flush=True)
             rows.append(row)
             service.get_blob_client(CONTAINER, name).delete_blob()
-    RESULTS.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor_count": __import__("os").cpu_count(),
     }
-    (RESULTS / "validate_from_blob.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2)
-    )
+    (out / "validate_from_blob.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
         "# Validating datasets streamed from Azurite",
         "",
@@ -159,7 +165,7 @@ def main() -> int:
         f"| {r['throughput_mib_s']} | {r['peak_rss_mib']} |"
         for r in rows
     ]
-    (RESULTS / "validate_from_blob.md").write_text("\n".join(lines) + "\n")
+    (out / "validate_from_blob.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
