@@ -13,7 +13,7 @@ run just listed by ``Ledger.active``: it looks before it leases (below).
   seconds; the protocol and its invariants are in ``shared/pipeline/lease.py``.
 - **Look first, lease only to act.** Most sweeps find a training job still
   running: nothing to do and nothing new to record. For a run whose look has
-  no side effect (``LOOKED_AT_WITHOUT_LEASE``: a job or an endpoint read),
+  no side effect (``observation.READ_ONLY_LOOKS``: a job or an endpoint read),
   ``reconcile_listed`` reads Azure without a lease and decides. A decision
   that only waits and changes nothing on the run writes nothing; one that only
   records something new (a job gone from Queued to Running) is saved with one
@@ -49,35 +49,21 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from shared.datasets import iter_lines
-from shared.domain.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
+from shared.domain.azureml import DeploymentSpec, JobSpec
 from shared.domain.decide import Action, Decision, Observed, Policy, decide
 from shared.domain.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
 from shared.domain.events import events_for
 from shared.domain.ledger import StoredRun
 from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
-from shared.domain.smoke import (
-    ScoringTarget,
-    SmokeCriteria,
-    SmokeOutcome,
-    SmokePrompt,
-    conclude,
-    is_chat_route,
-    is_mlflow_route,
-    judge,
-    prompts_from_lines,
-)
 from shared.pipeline import lease as leases
+from shared.pipeline.observation import READ_ONLY_LOOKS, gather
 from shared.pipeline.splits import prepare_parts
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 600.0
-_OBSERVES_JOB = {RunState.REGISTERING_DATA, RunState.TRAINING}
-# States whose look (``_gather``) only reads Azure: no ledger write, no scoring.
-LOOKED_AT_WITHOUT_LEASE = frozenset({RunState.TRAINING, RunState.PROMOTING})
 # An unchanged look is not recorded when its next look is due within this (the
 # default timer period): the next sweep looks again anyway.
 QUIET_RECHECK_SECONDS = 60.0
@@ -118,7 +104,7 @@ def reconcile_listed(services: Services, stored: StoredRun) -> Run | None:
     if not _looks_without_lease(run, owner, now):
         return _reconcile(services, run.run_id, owner, stored)
     try:
-        observed = _gather(services, run)
+        observed = gather(services, run)
     except Exception as exc:  # recorded under the lease as met, not looked up again now
         return _reconcile(services, run.run_id, owner, stored, _replay(exc))
     decision = decide(run, observed, policy_of(services), now)
@@ -140,7 +126,7 @@ def _looks_without_lease(run: Run, owner: str, now: dt.datetime) -> bool:
     """Whether a look at ``run`` may come before its lease: it only reads Azure, no
     request (cancel) or unpublished event waits, and no one else has it or waits."""
     return (
-        run.state in LOOKED_AT_WITHOUT_LEASE
+        run.state in READ_ONLY_LOOKS
         and not run.cancel_requested
         and run.published >= len(run.timeline)
         and not run.leased_by_other(owner, now)
@@ -174,7 +160,7 @@ def _reconcile(
     observe: Observe | None = None,
 ) -> Run | None:
     """Lease the run (``stored`` if given, else as read now) and step it. ``observe``
-    stands in for the step's own look (``_gather``) on the first try only."""
+    stands in for the step's own look (``gather``) on the first try only."""
     for _ in range(3):  # a lost race re-reads and tries again, a few times at most
         if stored is None:
             stored = services.ledger.get(run_id)
@@ -232,7 +218,7 @@ def _advance(
     produced: dict[str, Any] = {}
     if run.active:
         try:
-            observed = observe() if observe is not None else _gather(services, run)
+            observed = observe() if observe is not None else gather(services, run)
             decision = decide(run, observed, policy_of(services), now)
             heartbeat.check()  # act on Azure only while the run is still ours
             _act(services, run, observed, decision, produced)
@@ -332,101 +318,6 @@ def _publish(services: Services, saved: StoredRun) -> Run:
     except ConcurrencyConflict:
         return run  # published again later; event ids are stable, consumers can dedupe
     return done.run
-
-
-# -- gather ---------------------------------------------------------------------------------
-
-
-def _gather(services: Services, run: Run) -> Observed:
-    azureml = services.azureml
-    if run.state in _OBSERVES_JOB:
-        job = azureml.get_job(run.job_name or run.run_id)
-        if job is not None and job.status in JOB_FAILED:
-            job = dataclasses.replace(job, error=azureml.job_error(job.name))
-        endpoint = None
-        if run.state is RunState.REGISTERING_DATA and job is None:
-            # About to submit: is the endpoint name ours already (else it is claimed)?
-            endpoint = azureml.get_endpoint(run.endpoint or services.settings.endpoint_name)
-        return Observed(job=job, endpoint=endpoint)
-    if run.state is RunState.DEPLOYING:
-        holder = services.ledger.acquire_endpoint(run.endpoint, run.run_id)
-        if holder != run.run_id:
-            return Observed(holder=holder)
-        model = None if run.model_id else azureml.latest_model(run.model_name or run.run_id)
-        endpoint = azureml.get_endpoint(run.endpoint)
-        deployment = None
-        if endpoint is not None and endpoint.provisioning_state == SUCCEEDED:
-            deployment = azureml.get_deployment(run.endpoint, run.deployment)
-        error = ""
-        if deployment is not None and deployment.provisioning_state == "Failed":
-            error = azureml.deployment_error(run.endpoint, run.deployment)
-        return Observed(
-            holder=holder,
-            model=model,
-            endpoint=endpoint,
-            deployment=deployment,
-            deployment_error=error,
-        )
-    if run.state is RunState.SMOKE_TESTING:
-        endpoint = azureml.get_endpoint(run.endpoint)
-        deployment = azureml.get_deployment(run.endpoint, run.deployment)
-        smoke = None
-        up = endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED
-        if up and endpoint is not None and not run.cancel_requested:
-            smoke = _smoke_test(services, run, endpoint.scoring_uri)
-        return Observed(endpoint=endpoint, deployment=deployment, smoke=smoke)
-    if run.state is RunState.PROMOTING:
-        return Observed(endpoint=azureml.get_endpoint(run.endpoint))
-    return Observed()
-
-
-def _smoke_test(services: Services, run: Run, scoring_uri: str) -> SmokeOutcome:
-    settings = services.settings
-    route = settings.smoke_route
-    chat = run.config.get("task") == "chat"
-    if chat and not is_chat_route(route) and not is_mlflow_route(route):
-        route = "/v1/chat/completions"  # a chat model has no text-completion route
-    target = ScoringTarget(
-        scoring_uri=scoring_uri,
-        key=services.azureml.endpoint_key(run.endpoint),
-        deployment=run.deployment,
-        route=route,
-        chat=chat,
-        timeout_seconds=settings.smoke_timeout_seconds,
-        max_tokens=settings.smoke_max_tokens,
-    )
-    criteria = SmokeCriteria(
-        max_latency_ms=settings.smoke_max_latency_ms,
-        min_similarity=settings.smoke_min_similarity,
-    )
-    results = [
-        judge(prompt, services.scorer.score(target, prompt), criteria)
-        for prompt in _smoke_prompts(services, run)
-    ]
-    outcome = conclude(results)
-    log.info("run %s: smoke test %s", run.run_id, "passed" if outcome.passed else outcome.reason)
-    return outcome
-
-
-def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
-    settings = services.settings
-    if settings.smoke_prompts:
-        return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
-    name = str(run.validation.get("split", {}).get("validation_name", ""))
-    info = services.store.info(name) if name else None
-    if info is None:
-        raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
-    lines = (
-        line
-        for _, line in iter_lines(services.store.chunks(name, info.etag), 1 << 24)
-        if line is not None
-    )
-    prompts = prompts_from_lines(
-        lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
-    )
-    if not prompts:
-        raise PermanentError(f"the validation split {name} holds no usable smoke prompt")
-    return prompts
 
 
 # -- act -------------------------------------------------------------------------------------
