@@ -28,10 +28,13 @@ azure-core and azure-ai-ml, by destination and kind.
 - Finished runs: an app with 10 active runs and 10,000 finished ones against
   the N=10 app, swept in alternated pairs (AB, BA, ...); ratio per pair.
 
-    .venv/bin/python -m bench.p3_sweep            # the default run
+    .venv/bin/python -m bench.p3_sweep            # the default run, about 3-6 minutes
     .venv/bin/python -m bench.p3_sweep --quick    # tiny sizes: a smoke test
 
-Results: ``bench/results/p3_sweep.json`` (raw) and ``bench/results/p3_sweep.md``.
+Results: ``bench/results/p3_sweep.json`` (raw) and ``bench/results/p3_sweep.md``
+(``--results DIR`` elsewhere; ``--quick`` writes to a new temporary folder unless
+told). The markdown ends with the same bench's figures from before this change,
+``bench/results/p3_sweep_before.json`` (recorded once, on the code before it).
 """
 
 from __future__ import annotations
@@ -358,6 +361,8 @@ class Options:
     latency_ms: int
     concurrency: int | None
     warmups: int
+    results: Path  # where the .json and .md go
+    before: Path  # the figures of the same bench before this change, if the file exists
 
 
 def parse(argv: Sequence[str] | None) -> Options:
@@ -370,10 +375,23 @@ def parse(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=None, help="RECONCILE_CONCURRENCY")
     parser.add_argument("--warmups", type=int, default=2)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help=f"where to write {NAME}.json and .md (default: bench/results; with --quick, "
+        "a new temporary folder, so a smoke test never replaces the recorded figures)",
+    )
+    parser.add_argument("--before", type=Path, default=RESULTS / f"{NAME}_before.json")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
+    results = args.results
+    if results is None:
+        results = Path(tempfile.mkdtemp(prefix="p3-quick-")) if args.quick else RESULTS
     if args.quick:
-        return Options([5, 20], 300, 5, 2, 2, args.latency_ms, args.concurrency, 1)
+        return Options(
+            [5, 20], 300, 5, 2, 2, args.latency_ms, args.concurrency, 1, results, args.before
+        )
     return Options(
         sorted(set(args.active)),
         args.finished,
@@ -383,6 +401,8 @@ def parse(argv: Sequence[str] | None) -> Options:
         args.latency_ms,
         args.concurrency,
         args.warmups,
+        results,
+        args.before,
     )
 
 
@@ -508,7 +528,9 @@ def _figures(
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
-        "options": dataclasses.asdict(options),
+        "options": {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()
+        },
         "reference_n": options.active[0],
         "scale": rows,
         "scale_sweeps": [[dataclasses.asdict(s) for s in r] for r in scale],
@@ -671,13 +693,11 @@ def _before(figures: dict[str, Any], before: dict[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
     figures = run(options)
-    RESULTS.mkdir(exist_ok=True)
-    suffix = os.environ.get("P3_RESULTS_SUFFIX", "")
-    (RESULTS / f"{NAME}{suffix}.json").write_text(json.dumps(figures, indent=2) + "\n")
-    before_path = RESULTS / f"{NAME}_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() and not suffix else None
-    (RESULTS / f"{NAME}{suffix}.md").write_text(markdown(figures, before))
-    _say(f"wrote {RESULTS / f'{NAME}{suffix}.md'}")
+    options.results.mkdir(parents=True, exist_ok=True)
+    (options.results / f"{NAME}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    before = json.loads(options.before.read_text()) if options.before.is_file() else None
+    (options.results / f"{NAME}.md").write_text(markdown(figures, before))
+    _say(f"wrote {options.results / f'{NAME}.md'} and .json")
     return 0
 
 
