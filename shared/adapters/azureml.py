@@ -9,6 +9,16 @@ lock, as the sweep's worker threads may all reach it at the same moment.
 Long operations (``begin_*``) send their first request and return: the SDK's
 ``LROPoller`` keeps polling on its own daemon thread, but nothing here waits
 on it; the reconciler observes provisioning state on later ticks.
+
+Reading a job (``get_job``, once per run per sweep while it trains) is one
+request: ``MLClient.jobs.get`` sends two for a fine-tuning job (the job at
+2024-01-01-preview, then, seeing ``jobType: FineTuning``, again at
+2024-10-01-preview) and builds a ``FineTuningJob`` entity whose experimental
+warning check walks the stack (``inspect.stack()``). The adapter sends the
+second request alone, through the SDK's own generated client for that API
+version (so the same URL, api-version, credential policy and no-retry
+setting), and reads the three fields it needs from the wire JSON. Should an
+SDK upgrade drop that client, ``jobs.get`` is used as before.
 """
 
 from __future__ import annotations
@@ -105,13 +115,21 @@ class AzureMLWorkspace:
             raise translate(exc, f"registering data asset {name}:{version}") from exc
 
     def get_job(self, name: str) -> JobView | None:
+        reads = _fine_tuning_job_reads(self._client)
         try:
-            job = self._client.jobs.get(name)
+            if reads is None:  # an SDK without the 2024-10-01-preview client: two GETs
+                return _view(self._client.jobs.get(name))
+            body = reads.get(
+                resource_group_name=self._resource_group,
+                workspace_name=self._workspace,
+                id=name,
+                cls=_wire_json,
+            )
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
             raise translate(exc, f"reading job {name}") from exc
-        return _view(job)
+        return _wire_view(name, body)
 
     def submit_job(self, spec: JobSpec) -> JobView:
         from azure.ai.ml.finetuning import FineTuningTaskType, create_finetuning_job
@@ -348,6 +366,33 @@ def _view(job: Any) -> JobView:
         name=str(job.name),
         status=_status(job.status),
         output_model=str(reported or getattr(registered, "name", "") or ""),
+    )
+
+
+def _fine_tuning_job_reads(client: MLClient) -> Any:
+    """The SDK's generated job operations at the fine-tuning API version, or None."""
+    service = getattr(client.jobs, "service_client_10_2024_preview", None)
+    return getattr(service, "jobs", None)
+
+
+def _wire_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
+    """The reply's JSON as sent (the generated operation's ``cls`` hook)."""
+    return pipeline_response.http_response.json()
+
+
+def _wire_view(name: str, body: Any) -> JobView:
+    """``_view`` of the job resource as the REST API sends it (``JobBase``): status in
+    ``properties.status``, the reported model name in ``properties.properties``, the
+    requested one in ``properties.outputs.registered_model.assetName``."""
+    resource = body if isinstance(body, dict) else {}
+    properties = resource.get("properties") or {}
+    tags = properties.get("properties") or {}
+    outputs = properties.get("outputs") or {}
+    registered = outputs.get("registered_model") or {}
+    return JobView(
+        name=str(resource.get("name") or name),
+        status=str(properties.get("status") or ""),
+        output_model=str(tags.get("_outputModelName") or registered.get("assetName") or ""),
     )
 
 

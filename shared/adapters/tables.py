@@ -7,8 +7,10 @@ entity-group transaction:
   string property holds at most 64 KiB; a record is never truncated), plus
   ``State`` and ``UpdatedAt`` for people browsing the table.
 - ``active|<id>``: present exactly while the run needs attention (active, or
-  lifecycle events still to publish), with its ``NextCheckAt``; listing active
-  runs reads only these rows.
+  lifecycle events still to publish), with its ``NextCheckAt`` and a copy of
+  the run's JSON (written in the same transaction as every write of the run
+  row), so listing active runs (the timer's sweep) is one range query over
+  these rows and reads no run row.
 - ``endpoint|<name>``: which run holds the rollout lock of an endpoint.
 - ``upload|<upload id>``: which run a given blob version became, so a trigger
   firing again for the same upload does not validate it again.
@@ -37,6 +39,17 @@ transaction.
 
 Compare-and-swap: the run row is replaced with ``If-Match: <etag>``; a 412
 (or an insert that finds the row) becomes ``ConcurrencyConflict``.
+
+A run listed by ``active()`` carries the version of its ``active|`` row
+instead (``StoredRun.etag`` is opaque to callers; the adapter marks it with
+``ACTIVE_VERSION``), and ``replace`` then puts the ``If-Match`` on that row and
+replaces the run row unconditionally, in the same transaction. That is the
+same compare-and-swap: while a run needs attention, every write of its run
+row also writes its ``active|`` row (``create`` inserts it, ``replace``
+upserts it or, once the run needs no attention, deletes it, all in one
+entity-group transaction), so the ``active|`` row's ETag changes exactly when
+the run row changes, and a deleted ``active|`` row (the run ended meanwhile)
+fails the condition too. The version ``replace`` hands back is the run row's.
 """
 
 from __future__ import annotations
@@ -86,7 +99,10 @@ _SUMMARY_COLUMNS = [
     "LastError",
 ]
 CHUNK = 30_000  # characters per Json property: under the 64 KiB (32K UTF-16 units) limit
+ACTIVE_VERSION = "active|"  # marks a StoredRun.etag that is its active| row's ETag
 _CONFLICT_CODES = {"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ConditionNotMet"}
+# Also a lost race when the condition was on the active| row: it is gone (the run ended).
+_ACTIVE_CONFLICT_CODES = {*_CONFLICT_CODES, "ResourceNotFound", "EntityNotFound"}
 
 
 class TableLedger:
@@ -114,12 +130,13 @@ class TableLedger:
         return _stored(entity)
 
     def create(self, run: Run) -> StoredRun | None:
+        record = _record(run)
         operations: list[Any] = [
-            ("create", _run_entity(run)),
+            ("create", _run_entity(run, record)),
             ("upsert", _created_entity(run), {"mode": UpdateMode.REPLACE}),
         ]
         if run.needs_attention:
-            operations.append(("create", _active_entity(run)))
+            operations.append(("create", _active_entity(run, record)))
         try:
             results = self._client().submit_transaction(operations)
         except TableTransactionError as exc:
@@ -133,28 +150,39 @@ class TableLedger:
         return StoredRun(run, _etag(results[0]))
 
     def replace(self, stored: StoredRun, run: Run) -> StoredRun:
+        listed = stored.etag.startswith(ACTIVE_VERSION)
+        record = _record(run)
+        # The compare-and-swap is on the row whose version the caller holds.
+        if_match = {
+            "etag": stored.etag.removeprefix(ACTIVE_VERSION),
+            "match_condition": MatchConditions.IfNotModified,
+        }
         operations: list[Any] = [
             (
                 "update",
-                _run_entity(run),
-                {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": stored.etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                },
+                _run_entity(run, record),
+                {"mode": UpdateMode.REPLACE, **({} if listed else if_match)},
             ),
             ("upsert", _created_entity(run), {"mode": UpdateMode.REPLACE}),
         ]
+        active_key = {"PartitionKey": PARTITION, "RowKey": ACTIVE_PREFIX + run.run_id}
         if run.needs_attention:
-            operations.append(("upsert", _active_entity(run), {"mode": UpdateMode.REPLACE}))
-        elif stored.run.needs_attention:
-            operations.append(
-                ("delete", {"PartitionKey": PARTITION, "RowKey": ACTIVE_PREFIX + run.run_id})
+            active = (
+                "update",
+                _active_entity(run, record),
+                {"mode": UpdateMode.REPLACE, **if_match},
             )
+            upsert = ("upsert", _active_entity(run, record), {"mode": UpdateMode.REPLACE})
+            operations.append(active if listed else upsert)
+        elif listed:
+            operations.append(("delete", active_key, if_match))
+        elif stored.run.needs_attention:
+            operations.append(("delete", active_key))
+        conflicts = _ACTIVE_CONFLICT_CODES if listed else _CONFLICT_CODES
         try:
             results = self._client().submit_transaction(operations)
         except TableTransactionError as exc:
-            if _code(exc) in _CONFLICT_CODES:
+            if _code(exc) in conflicts:
                 raise ConcurrencyConflict(f"run {run.run_id} changed since it was read") from exc
             raise translate(exc, f"saving run {run.run_id}") from exc
         except AzureError as exc:
@@ -162,16 +190,23 @@ class TableLedger:
         return StoredRun(run, _etag(results[0]))
 
     def active(self) -> list[StoredRun]:
+        """One range query over the ``active|`` rows, whose copies of the runs come back
+        with those rows' versions (``ACTIVE_VERSION``). A row written before the rows
+        carried the run (no ``JsonParts``) costs a point read of its run, once: the
+        next write of the run brings its row up to date."""
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
         params = {"pk": PARTITION, "low": ACTIVE_PREFIX, "high": ACTIVE_PREFIX[:-1] + "}"}
         try:
-            ids = [
-                e["RowKey"][len(ACTIVE_PREFIX) :]
-                for e in self._client().query_entities(query, parameters=params, select=["RowKey"])
-            ]
+            rows = list(self._client().query_entities(query, parameters=params))
         except AzureError as exc:
             raise translate(exc, "listing active runs") from exc
-        found = [self.get(run_id) for run_id in ids]
+        found: list[StoredRun | None] = []
+        for row in rows:
+            if "JsonParts" in row:
+                listed = _stored(row)
+                found.append(StoredRun(listed.run, ACTIVE_VERSION + listed.etag))
+            else:
+                found.append(self.get(str(row["RowKey"])[len(ACTIVE_PREFIX) :]))
         return [s for s in found if s is not None and s.run.needs_attention]
 
     def list_runs(
@@ -294,26 +329,32 @@ class TableLedger:
             raise translate(exc, f"unlocking endpoint {endpoint}") from exc
 
 
-def _run_entity(run: Run) -> dict[str, Any]:
+def _record(run: Run) -> dict[str, Any]:
+    """The run as JSON split over ``Json0..JsonN`` properties, with ``JsonParts``."""
     text = json.dumps(run.to_dict(), separators=(",", ":"))
     parts = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
-    entity: dict[str, Any] = {
+    record: dict[str, Any] = {"JsonParts": len(parts)}
+    record.update({f"Json{i}": part for i, part in enumerate(parts)})
+    return record
+
+
+def _run_entity(run: Run, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
         "PartitionKey": PARTITION,
         "RowKey": RUN_PREFIX + run.run_id,
         "State": run.state.value,
         "UpdatedAt": run.updated_at.isoformat(),
-        "JsonParts": len(parts),
+        **(record or _record(run)),
     }
-    entity.update({f"Json{i}": part for i, part in enumerate(parts)})
-    return entity
 
 
-def _active_entity(run: Run) -> dict[str, Any]:
+def _active_entity(run: Run, record: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "PartitionKey": PARTITION,
         "RowKey": ACTIVE_PREFIX + run.run_id,
         "State": run.state.value,
         "NextCheckAt": run.next_check_at.isoformat() if run.next_check_at else "",
+        **(record or _record(run)),
     }
 
 

@@ -283,7 +283,12 @@ def _run_schema() -> dict[str, Any]:
         "retries": integer,
         "attempts": integer,
         "last_error": _TEXT,
-        "next_check_at": _TIME_OR_NULL,
+        "next_check_at": {
+            **_TIME_OR_NULL,
+            "description": "The earliest time the timer looks at the run again. In the past:"
+            " due, and looked at by every sweep (a look that finds nothing new is not"
+            " recorded, so this and updated_at stay where the last change put them)",
+        },
         "timeline": {
             "type": "array",
             "items": {

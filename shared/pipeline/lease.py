@@ -12,8 +12,10 @@ RENEWALS_PER_LEASE`` seconds while the step works.
 The protocol, all writes compare-and-swap on the run's ETag:
 
 1. **Take** (``take``): write ``lease_owner`` and ``lease_until = now +
-   LEASE_SECONDS`` over the version just read, if no other owner's lease is
-   still running (the caller checks ``Run.leased_by_other``).
+   LEASE_SECONDS`` over the version just read (by ``Ledger.get``, or as the
+   sweep listed it: ``Ledger.active``'s versions swap the same way), if no
+   other owner's lease is still running (the caller checks
+   ``Run.leased_by_other``).
 2. **Hold** (``Heartbeat``): renew over the newest version this lease wrote (the
    take's, then the previous renewal's), moving ``lease_until`` forward.
 3. **Give back**: the step stops the heartbeat, then saves its result, with the
@@ -44,6 +46,12 @@ these up):
 - **I5. A dead owner writes nothing more.** Its lease lapses at most
   ``LEASE_SECONDS`` after its last renewal; the next reconcile after that (the
   timer's, within a minute in Azure) takes the run over.
+- **I6. Looks without a lease act on nothing.** The sweep may read Azure before it
+  takes the lease (``reconcile_listed``); it acts only after taking it, on a
+  fresh look, and a look that only records what it saw is saved over the
+  version it listed without a lease: a compare-and-swap like any write here,
+  so it never lands over a lease taken or renewed meanwhile (I2 holds), and a
+  run held by a live lease is not looked at.
 
 Timing: with 15 s and a renewal every 5 s, a lease has 10 s of slack: a
 failed renewal is tried again every ``RETRY_SECONDS`` until one lands, so a

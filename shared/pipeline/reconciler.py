@@ -2,6 +2,8 @@
 
 ``reconcile(services, run_id)`` is idempotent and safe to call from any
 trigger at any time: it moves the run forward from whatever state it is in.
+``reconcile_listed(services, stored)`` is the timer sweep's form of it, for a
+run just listed by ``Ledger.active``: it looks before it leases (below).
 
 - **One at a time.** The run is leased (a compare-and-swap write of an owner
   and an expiry) before anything is done; a run leased by another live
@@ -9,6 +11,23 @@ trigger at any time: it moves the run forward from whatever state it is in.
   again later. The lease is short (15 s) and renewed by a heartbeat while the
   step works, so a slow step keeps it and a crashed one frees the run within
   seconds; the protocol and its invariants are in ``shared/pipeline/lease.py``.
+- **Look first, lease only to act.** Most sweeps find a training job still
+  running: nothing to do and nothing new to record. For a run whose look has
+  no side effect (``observation.READ_ONLY_LOOKS``: a job or an endpoint read),
+  ``reconcile_listed`` reads Azure without a lease and decides. A decision
+  that only waits and changes nothing on the run writes nothing; one that only
+  records something new (a job gone from Queued to Running) is saved with one
+  compare-and-swap on the version listed, no lease (no action is taken, and a
+  run changed meanwhile is left to its next look). Anything else (an action,
+  a state change, an error) takes the lease over the version listed and
+  carries out a whole step as ``reconcile`` does, looking again under the
+  lease, so nothing is done on a look taken before the lease (an error is
+  recorded as it was met: the service is not asked again at once).
+  Unrecorded looks leave ``next_check_at`` where the last change put it, so
+  the run stays due and the next sweep looks again: the timer's period is the
+  floor of the polling interval. A decision to look again later than
+  ``QUIET_RECHECK_SECONDS`` (a poll interval longer than the default timer
+  period) is recorded, so that longer wait is honoured.
 - **Error families.** A ``RetryableError`` leaves the run where it was with a
   next-check time (exponential backoff with jitter, at least the service's
   ``Retry-After``); a ``PermanentError`` ends the run FAILED (DEPLOY_FAILED
@@ -27,35 +46,29 @@ import datetime as dt
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from shared.datasets import iter_lines
-from shared.domain.azureml import JOB_FAILED, SUCCEEDED, DeploymentSpec, JobSpec
+from shared.domain.azureml import DeploymentSpec, JobSpec
 from shared.domain.decide import Action, Decision, Observed, Policy, decide
 from shared.domain.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
 from shared.domain.events import events_for
 from shared.domain.ledger import StoredRun
 from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
-from shared.domain.smoke import (
-    ScoringTarget,
-    SmokeCriteria,
-    SmokeOutcome,
-    SmokePrompt,
-    conclude,
-    is_chat_route,
-    is_mlflow_route,
-    judge,
-    prompts_from_lines,
-)
 from shared.pipeline import lease as leases
+from shared.pipeline.observation import READ_ONLY_LOOKS, gather
 from shared.pipeline.splits import prepare_parts
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 600.0
-_OBSERVES_JOB = {RunState.REGISTERING_DATA, RunState.TRAINING}
+# An unchanged look is not recorded when its next look is due within this (the
+# default timer period): the next sweep looks again anyway.
+QUIET_RECHECK_SECONDS = 60.0
+
+Observe = Callable[[], Observed]
 
 
 def backoff_seconds(attempts: int, retry_after: float | None, rng: random.Random) -> float:
@@ -80,9 +93,77 @@ def policy_of(services: Services) -> Policy:
 
 def reconcile(services: Services, run_id: str) -> Run | None:
     """Move run ``run_id`` forward as far as it can go now; returns its latest state."""
-    owner = uuid.uuid4().hex
+    return _reconcile(services, run_id, uuid.uuid4().hex)
+
+
+def reconcile_listed(services: Services, stored: StoredRun) -> Run | None:
+    """``reconcile`` for a run the sweep has just listed (``stored``, with the version
+    to compare-and-swap on), looking at Azure before taking the lease; returns the
+    run's latest known state. An idle run costs one look and no ledger request."""
+    run, now, owner = stored.run, services.now(), uuid.uuid4().hex
+    if not _looks_without_lease(run, owner, now):
+        return _reconcile(services, run.run_id, owner, stored)
+    try:
+        observed = gather(services, run)
+    except Exception as exc:  # recorded under the lease as met, not looked up again now
+        return _reconcile(services, run.run_id, owner, stored, _replay(exc))
+    decision = decide(run, observed, policy_of(services), now)
+    if decision.actions or decision.state is not None:
+        return _reconcile(services, run.run_id, owner, stored)  # acts on a fresh look
+    updated = _apply(run, decision, {}, now)
+    recheck = decision.recheck_seconds or 0.0
+    if _unchanged(run, updated) and recheck <= QUIET_RECHECK_SECONDS:
+        return run
+    try:
+        return services.ledger.replace(stored, _unleased(updated)).run
+    except ConcurrencyConflict:  # changed since listed: its writer's version stands
+        log.info("run %s changed since it was listed; its look is not recorded", run.run_id)
+        latest = services.ledger.get(run.run_id)
+        return latest.run if latest else None
+
+
+def _looks_without_lease(run: Run, owner: str, now: dt.datetime) -> bool:
+    """Whether a look at ``run`` may come before its lease: it only reads Azure, no
+    request (cancel) or unpublished event waits, and no one else has it or waits."""
+    return (
+        run.state in READ_ONLY_LOOKS
+        and not run.cancel_requested
+        and run.published >= len(run.timeline)
+        and not run.leased_by_other(owner, now)
+        and not _backing_off(run, now)
+    )
+
+
+def _unchanged(run: Run, updated: Run) -> bool:
+    """Nothing to record: ``updated`` differs from ``run`` only in its timestamps."""
+    return (
+        dataclasses.replace(updated, updated_at=run.updated_at, next_check_at=run.next_check_at)
+        == run
+    )
+
+
+def _replay(error: Exception) -> Observe:
+    """A look that raises ``error`` again: the failure of a look taken before the lease,
+    handled under it like any other."""
+
+    def observe() -> Observed:
+        raise error
+
+    return observe
+
+
+def _reconcile(
+    services: Services,
+    run_id: str,
+    owner: str,
+    stored: StoredRun | None = None,
+    observe: Observe | None = None,
+) -> Run | None:
+    """Lease the run (``stored`` if given, else as read now) and step it. ``observe``
+    stands in for the step's own look (``gather``) on the first try only."""
     for _ in range(3):  # a lost race re-reads and tries again, a few times at most
-        stored = services.ledger.get(run_id)
+        if stored is None:
+            stored = services.ledger.get(run_id)
         if stored is None:
             log.warning("reconcile skipped: run %s not found", run_id)
             return None
@@ -98,9 +179,15 @@ def reconcile(services: Services, run_id: str) -> Run | None:
             log.info("run %s is backing off until %s; left alone", run_id, run.next_check_at)
             return run
         try:
-            return _step(services, leases.take(services.ledger, stored, owner, now))
+            return _step(services, leases.take(services.ledger, stored, owner, now), observe)
         except ConcurrencyConflict:
+            if observe is not None:
+                # A failed look, and the run changed since: whoever changed it has it.
+                # Asking the service again at once would not honour its refusal.
+                log.info("run %s changed while recording a failed look; left", run_id)
+                break
             log.info("run %s changed while reconciling; re-reading", run_id)
+        stored = None
     latest = services.ledger.get(run_id)
     return latest.run if latest else None
 
@@ -111,24 +198,27 @@ def _backing_off(run: Run, now: dt.datetime) -> bool:
     return bool(run.active and run.last_error and due and due > now and not run.cancel_requested)
 
 
-def _step(services: Services, leased: StoredRun) -> Run:
+def _step(services: Services, leased: StoredRun, observe: Observe | None = None) -> Run:
     """One step under the lease: work while a heartbeat renews it, stop the heartbeat,
     then save the result over the newest version the lease wrote (``shared/pipeline/lease.py``).
     A lost lease raises ``LeaseLost`` (a ``ConcurrencyConflict``) and saves nothing."""
     with leases.Heartbeat(services.ledger, leased, services.now) as heartbeat:
-        updated = _advance(services, leased.run, heartbeat)
+        updated = _advance(services, leased.run, heartbeat, observe)
     saved = services.ledger.replace(heartbeat.newest(), _unleased(updated))
     return _publish(services, saved)
 
 
-def _advance(services: Services, run: Run, heartbeat: leases.Heartbeat) -> Run:
-    """The run after one step: observed, decided, acted on (never saved here)."""
+def _advance(
+    services: Services, run: Run, heartbeat: leases.Heartbeat, observe: Observe | None
+) -> Run:
+    """The run after one step: observed (by ``observe`` if given), decided, acted on
+    (never saved here)."""
     now = services.now()
     updated = run
     produced: dict[str, Any] = {}
     if run.active:
         try:
-            observed = _gather(services, run)
+            observed = observe() if observe is not None else gather(services, run)
             decision = decide(run, observed, policy_of(services), now)
             heartbeat.check()  # act on Azure only while the run is still ours
             _act(services, run, observed, decision, produced)
@@ -231,103 +321,6 @@ def _publish(services: Services, saved: StoredRun) -> Run:
     except ConcurrencyConflict:
         return run  # published again later; event ids are stable, consumers can dedupe
     return done.run
-
-
-# -- gather ---------------------------------------------------------------------------------
-
-
-def _gather(services: Services, run: Run) -> Observed:
-    azureml = services.azureml
-    if run.state in _OBSERVES_JOB:
-        job = azureml.get_job(run.job_name or run.run_id)
-        if job is not None and job.status in JOB_FAILED:
-            job = dataclasses.replace(job, error=azureml.job_error(job.name))
-        endpoint = None
-        if run.state is RunState.REGISTERING_DATA and job is None:
-            # About to submit: is the endpoint name ours already (else it is claimed)?
-            endpoint = azureml.get_endpoint(run.endpoint or services.settings.endpoint_name)
-        return Observed(job=job, endpoint=endpoint)
-    if run.state is RunState.DEPLOYING:
-        holder = services.ledger.acquire_endpoint(run.endpoint, run.run_id)
-        if holder != run.run_id:
-            return Observed(holder=holder)
-        model = None if run.model_id else azureml.latest_model(run.model_name or run.run_id)
-        endpoint = azureml.get_endpoint(run.endpoint)
-        deployment = None
-        if endpoint is not None and endpoint.provisioning_state == SUCCEEDED:
-            deployment = azureml.get_deployment(run.endpoint, run.deployment)
-        error = ""
-        if deployment is not None and deployment.provisioning_state == "Failed":
-            error = azureml.deployment_error(run.endpoint, run.deployment)
-        return Observed(
-            holder=holder,
-            model=model,
-            endpoint=endpoint,
-            deployment=deployment,
-            deployment_error=error,
-        )
-    if run.state is RunState.SMOKE_TESTING:
-        endpoint = azureml.get_endpoint(run.endpoint)
-        deployment = azureml.get_deployment(run.endpoint, run.deployment)
-        smoke = None
-        up = endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED
-        if up and endpoint is not None and not run.cancel_requested:
-            smoke = _smoke_test(services, run, endpoint.scoring_uri)
-        return Observed(endpoint=endpoint, deployment=deployment, smoke=smoke)
-    if run.state is RunState.PROMOTING:
-        return Observed(endpoint=azureml.get_endpoint(run.endpoint))
-    return Observed()
-
-
-def _smoke_test(services: Services, run: Run, scoring_uri: str) -> SmokeOutcome:
-    settings = services.settings
-    route = settings.smoke_route
-    chat = run.config.get("task") == "chat"
-    if chat and not is_chat_route(route) and not is_mlflow_route(route):
-        route = "/v1/chat/completions"  # a chat model has no text-completion route
-    target = ScoringTarget(
-        scoring_uri=scoring_uri,
-        key=services.azureml.endpoint_key(run.endpoint),
-        deployment=run.deployment,
-        route=route,
-        chat=chat,
-        timeout_seconds=settings.smoke_timeout_seconds,
-        max_tokens=settings.smoke_max_tokens,
-    )
-    criteria = SmokeCriteria(
-        max_latency_ms=settings.smoke_max_latency_ms,
-        min_similarity=settings.smoke_min_similarity,
-    )
-    results = [
-        judge(prompt, services.scorer.score(target, prompt), criteria)
-        for prompt in _smoke_prompts(services, run)
-    ]
-    outcome = conclude(results)
-    log.info("run %s: smoke test %s", run.run_id, "passed" if outcome.passed else outcome.reason)
-    return outcome
-
-
-def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
-    settings = services.settings
-    if settings.smoke_prompts:
-        return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
-    split = run.validation.get("split", {})
-    name = str(split.get("validation_name", ""))
-    # Runs split before the work container existed kept their parts in the dataset container.
-    in_work = split.get("validation_container", run.dataset.container) == services.work.container
-    store = services.work if in_work else services.store
-    info = store.info(name) if name else None
-    if info is None:
-        raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
-    lines = (
-        line for _, line in iter_lines(store.chunks(name, info.etag), 1 << 24) if line is not None
-    )
-    prompts = prompts_from_lines(
-        lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
-    )
-    if not prompts:
-        raise PermanentError(f"the validation split {name} holds no usable smoke prompt")
-    return prompts
 
 
 # -- act -------------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 The timer is the source of truth: if every Event Grid event were lost, these
 sweeps alone would still bring each run to a terminal state. One run's failure
 is logged with its run id and does not stop the others.
+
+One listing (``Ledger.active``: a range query whose rows carry the runs) says
+which runs are due; each due run is handed over as listed to
+``reconcile_listed``, which looks at Azure before leasing, so an idle run (a
+job still running) costs one Azure ML request and no ledger request.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from shared.domain.ports import Services
-from shared.pipeline.reconciler import reconcile
+from shared.pipeline.reconciler import reconcile_listed
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +33,14 @@ def sweep(services: Services) -> SweepResult:
     now = services.now()
     active = services.ledger.active()
     due = [
-        s.run.run_id
+        s
         for s in active
         if not s.run.active or s.run.next_check_at is None or s.run.next_check_at <= now
     ]
     failed: list[str] = []
     workers = max(1, min(services.settings.reconcile_concurrency, len(due)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(reconcile, services, run_id): run_id for run_id in due}
+        futures = {pool.submit(reconcile_listed, services, s): s.run.run_id for s in due}
         for future in concurrent.futures.as_completed(futures):
             run_id = futures[future]
             try:

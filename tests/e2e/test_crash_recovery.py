@@ -4,7 +4,11 @@ For each step, the emulator is slowed exactly there (a request that takes second
 to start or to answer, a long job or traffic update), the ledger and the emulator
 are watched until the host is inside that step, holding the run's lease, and the
 host is killed with ``FunctionsHost.kill()`` (SIGKILL of its process group: no
-clean-up, no lease given back). The faults are then cleared and a host starts on
+clean-up, no lease given back). While training and while promoting, the timer's
+looks hold no lease until there is something to do (``reconcile_listed``): those
+cases first check that an idle look leaves the run untouched and unleased, then
+let the job finish (or the traffic update land) and kill the host while it acts
+on that under the lease, looking again. The faults are then cleared and a host starts on
 the same state dir and storage. The run must end LIVE with exactly one job and
 one deployment in the emulator and no deployment left at 0% on the endpoint, and
 it must move again within seconds of the restart: the killed owner's lease runs
@@ -152,17 +156,35 @@ def _training_prepare(crash: Crash) -> None:
     crash.admin.config(job_run_seconds=3600.0)  # training lasts until the test says so
 
 
+def _looked_at_without_lease(crash: Crash, run_id: str, path: str) -> None:
+    """Wait for a timer look at ``path`` (slowed) to be answered; the run was never
+    leased for it: a look that finds nothing to do holds no lease and writes nothing."""
+    before = crash.ledger.get(run_id)
+    seen = len(crash.admin.requests(path))
+    wait_until(
+        lambda: len(crash.admin.requests(path)),
+        lambda answered: answered > seen,
+        what=f"a look at {path}",
+        timeout=60,
+        interval=0.05,
+    )
+    assert crash.ledger.get(run_id) == before and not _leased(crash.run(run_id))
+
+
 def _training_moment(crash: Crash, run_id: str) -> None:
     crash.wait_for(run_id, "the run to train", lambda run: run.state is RunState.TRAINING)
     crash.admin.fault_requests(
         crash.arm("GET", "jobs/[^/]+"), latency_ms=SLOW_MS, kinds=["arm"]
-    )  # each timer reconcile now holds the lease while it looks at the job
+    )  # each look at the job now takes seconds
+    crash.wait_for(run_id, "the job to run", lambda run: run.job_status == "Running")
+    _looked_at_without_lease(crash, run_id, f"/jobs/{run_id}")
+    crash.admin.config(job_run_seconds=0.1)  # the job completes: the next look must act
     crash.wait_for(
         run_id,
-        "a reconcile watching the running job",
+        "a reconcile acting on the finished job, looking again under the lease",
         lambda run: run.state is RunState.TRAINING and _leased(run),
     )
-    assert [j["status"] for j in crash.jobs(run_id)] in (["Running"], ["Queued"], ["NotStarted"])
+    assert [j["status"] for j in crash.jobs(run_id)] == ["Completed"]
 
 
 def _deploying_prepare(crash: Crash) -> None:
@@ -214,10 +236,15 @@ def _promoting_moment(crash: Crash, run_id: str) -> None:
     crash.wait_for(run_id, "traffic to shift", lambda run: run.state is RunState.PROMOTING)
     crash.admin.fault_requests(
         f"^GET .*/onlineEndpoints/{crash.endpoint}$", latency_ms=SLOW_MS, kinds=["arm"]
-    )  # the next timer reconcile holds the lease while it looks at the endpoint
+    )  # each look at the endpoint now takes seconds
+    crash.wait_for(
+        run_id, "the update to be watched", lambda run: run.activity.startswith("traffic update")
+    )
+    _looked_at_without_lease(crash, run_id, f"/onlineEndpoints/{crash.endpoint}")
+    crash.admin.config(provisioning_seconds=0.1)  # the update lands: the next look must act
     crash.wait_for(
         run_id,
-        "a reconcile watching the traffic update",
+        "a reconcile acting on the traffic update, looking again under the lease",
         lambda run: run.state is RunState.PROMOTING and _leased(run),
     )
 

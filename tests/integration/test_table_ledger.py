@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
+import requests.adapters
+from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.tables import TableLedger
 from shared.domain.errors import ConcurrencyConflict
@@ -63,6 +65,85 @@ def test_large_records_are_split_not_truncated(ledger: TableLedger) -> None:
     assert stored is not None
     loaded = ledger.get("ft-big")
     assert loaded is not None and loaded.run == big
+    assert [s.run for s in ledger.active()] == [big]
+
+
+def test_listing_active_runs_is_one_request_whatever_their_number(
+    ledger: TableLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = [ledger.create(_run(f"ft-{i}")) for i in range(5)]
+    sent: list[str] = []
+    original = requests.adapters.HTTPAdapter.send
+
+    def send(adapter: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(str(request.method))
+        return original(adapter, request, *args, **kw)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+
+    listed = ledger.active()
+
+    assert sent == ["GET"]  # one range query; no run row read
+    assert {s.run.run_id: s.run for s in listed} == {c.run.run_id: c.run for c in created if c}
+
+
+def test_a_listed_run_is_swapped_on_the_version_it_was_listed_at(ledger: TableLedger) -> None:
+    stored = ledger.create(_run("ft-1"))
+    assert stored is not None
+    [listed] = ledger.active()
+
+    saved = ledger.replace(listed, listed.run.updated(NOW, activity="looked at"))
+
+    assert ledger.get("ft-1") == saved  # the run row's version, for the next write
+    assert [s.run for s in ledger.active()] == [saved.run]
+    with pytest.raises(ConcurrencyConflict):  # listed before that write: stale
+        ledger.replace(listed, listed.run.updated(NOW, activity="late"))
+    with pytest.raises(ConcurrencyConflict):  # read before that write: stale too
+        ledger.replace(stored, stored.run.updated(NOW, activity="late"))
+    assert ledger.get("ft-1") == saved
+
+
+def test_a_listed_version_loses_to_a_write_that_ended_the_run(ledger: TableLedger) -> None:
+    stored = ledger.create(_run("ft-1"))
+    assert stored is not None
+    [listed] = ledger.active()
+    rejected = stored.run.moved_to(RunState.REJECTED, NOW, "bad line 3")
+    ended = ledger.replace(stored, dataclasses.replace(rejected, published=len(rejected.timeline)))
+    assert ledger.active() == []  # its active| row is gone
+
+    with pytest.raises(ConcurrencyConflict):
+        ledger.replace(listed, listed.run.updated(NOW, activity="late"))
+    assert ledger.get("ft-1") == ended and ledger.active() == []
+
+
+def test_a_listed_run_that_ends_leaves_the_listing(ledger: TableLedger) -> None:
+    stored = ledger.create(_run("ft-1"))
+    assert stored is not None
+    [listed] = ledger.active()
+    rejected = listed.run.moved_to(RunState.REJECTED, NOW, "bad line 3")
+
+    ledger.replace(listed, dataclasses.replace(rejected, published=len(rejected.timeline)))
+
+    assert ledger.active() == []
+    after = ledger.get("ft-1")
+    assert after is not None and after.run.state is RunState.REJECTED
+
+
+def test_an_index_row_without_the_run_is_listed_from_the_run_row(
+    ledger: TableLedger, table_service: TableServiceClient
+) -> None:
+    stored = ledger.create(_run("ft-old"))
+    assert stored is not None
+    # An active| row as written before the rows carried the run.
+    table = table_service.get_table_client(ledger._table_name)
+    old_row = {"PartitionKey": "runs", "RowKey": "active|ft-old", "State": "RECEIVED"}
+    table.upsert_entity(old_row, mode=UpdateMode.REPLACE)
+
+    [listed] = ledger.active()
+    assert listed == ledger.get("ft-old")  # read from the run row, with its version
+    saved = ledger.replace(listed, listed.run.updated(NOW, activity="looked at"))
+    [relisted] = ledger.active()  # the write brought the index row up to date
+    assert relisted.run == saved.run and relisted.etag != saved.etag
 
 
 def test_missing_run_is_none(ledger: TableLedger) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +48,14 @@ WORKSPACE_ID = (
 
 
 class Faults:
-    """Errors queued per method name; ``check(method)`` raises the next one, if any."""
+    """Errors queued per method name; ``check(method)`` raises the next one, if any.
+
+    Every port method of a fake calls ``check`` first, so ``calls`` counts the calls
+    of each method (what a sweep costs, in requests, is asserted on these)."""
 
     def __init__(self) -> None:
         self._queued: dict[str, deque[BaseException | None]] = defaultdict(deque)
+        self.calls: Counter[str] = Counter()
 
     def fail(self, method: str, *errors: BaseException | None) -> None:
         """Make the next ``len(errors)`` calls of ``method`` raise these, in order
@@ -59,6 +63,7 @@ class Faults:
         self._queued[method].extend(errors)
 
     def check(self, method: str) -> None:
+        self.calls[method] += 1
         queued = self._queued.get(method)
         if queued:
             error = queued.popleft()

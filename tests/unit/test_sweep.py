@@ -53,8 +53,9 @@ def test_sweep_reconciles_due_runs_and_survives_a_failing_one(
     running = 0
     peak = 0
 
-    def fake_reconcile(_: Any, run_id: str) -> None:
+    def fake_reconcile(_: Any, stored: StoredRun) -> None:
         nonlocal running, peak
+        run_id = stored.run.run_id
         with lock:
             running += 1
             peak = max(peak, running)
@@ -66,7 +67,7 @@ def test_sweep_reconciles_due_runs_and_survives_a_failing_one(
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(sweep_module, "reconcile", fake_reconcile)
+    monkeypatch.setattr(sweep_module, "reconcile_listed", fake_reconcile)
     result = sweep(services)  # type: ignore[arg-type]
 
     assert sorted(seen) == ["boom", "due-1", "due-2"]
