@@ -204,7 +204,8 @@ def app_env(connection_string: str, closed: int) -> dict[str, str]:
         "FINETUNE_INSTANCE_TYPES": "Standard_NC24ads_A100_v4",
         "MIN_EXAMPLES": "10",
         # Where Azure ML and the managed identity would be: a port nobody listens on.
-        "AZUREML_DEV_URL_MFE": f"http://127.0.0.1:{closed}",
+        # https, as Azure ML is: the SDK refuses a bearer token over plain http before sending.
+        "AZUREML_DEV_URL_MFE": f"https://127.0.0.1:{closed}",
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{closed}/msi/token",
         "IDENTITY_HEADER": "bench",
     }
