@@ -41,7 +41,7 @@ run: install
 demo: install
 	$(PY) -m local.demo
 
-## make bench: every benchmark in bench/, one after the other (about half an hour);
+## make bench: every benchmark in bench/, one after the other (about 10 minutes);
 ## writes bench/results.md, each figure a ratio against a reference from the same run.
 bench: install
 	$(PY) -m bench

@@ -6,7 +6,7 @@ measures its figures against a reference measured in the same run and writes
 Each runs in its own process, one after the other, so none disturbs another's
 timings.
 
-    .venv/bin/python -m bench                 # everything (about half an hour)
+    .venv/bin/python -m bench                 # everything (about 10 minutes)
     .venv/bin/python -m bench p2_validation   # some of them
     .venv/bin/python -m bench --quick         # tiny sizes: checks that they run
 
