@@ -167,13 +167,11 @@ class TableLedger:
         ]
         active_key = {"PartitionKey": PARTITION, "RowKey": ACTIVE_PREFIX + run.run_id}
         if run.needs_attention:
-            active = (
-                "update",
-                _active_entity(run, record),
-                {"mode": UpdateMode.REPLACE, **if_match},
+            # Listed: the active| row carries the condition; otherwise it is upserted.
+            kind, condition = ("update", if_match) if listed else ("upsert", {})
+            operations.append(
+                (kind, _active_entity(run, record), {"mode": UpdateMode.REPLACE, **condition})
             )
-            upsert = ("upsert", _active_entity(run, record), {"mode": UpdateMode.REPLACE})
-            operations.append(active if listed else upsert)
         elif listed:
             operations.append(("delete", active_key, if_match))
         elif stored.run.needs_attention:
