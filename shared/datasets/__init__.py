@@ -43,6 +43,7 @@ statistics), :mod:`~shared.datasets.report` (the report, ``ERROR_CODES``),
 """
 
 from shared.datasets.cli import main
+from shared.datasets.duplicates import METHOD as DUPLICATES_METHOD
 from shared.datasets.lines import iter_lines, split_part
 from shared.datasets.report import (
     CHARS_PER_TOKEN,
@@ -54,7 +55,7 @@ from shared.datasets.report import (
     Report,
     TaskType,
 )
-from shared.datasets.validator import DUPLICATES_METHOD, Validator, validate
+from shared.datasets.validator import Validator, validate
 
 __all__ = [
     "CHARS_PER_TOKEN",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
-from functools import partial
 from itertools import repeat
-from operator import floordiv, itemgetter, mul, neg, rshift
+from operator import floordiv, mul, neg
 from typing import Any, Final
 
 from shared.datasets.blocks import BlockChecker
+from shared.datasets.duplicates import HASHES as DUPLICATE_BITS
+from shared.datasets.duplicates import METHOD as DUPLICATES_METHOD
+from shared.datasets.duplicates import DuplicateFilter
 from shared.datasets.lines import LineSplitter
 from shared.datasets.records import (
     ALT_PAIR,
@@ -40,23 +41,8 @@ from shared.datasets.report import (
 _BUCKETS_PER_OCTAVE: Final = 8
 _BUCKETS: Final = 64 * _BUCKETS_PER_OCTAVE
 
-# Bloom filter for duplicates: _BLOOM_HASHES bit positions per example, taken as
-# 32-bit words of one blake2b digest of the example's content.
-_BLOOM_HASHES: Final = 4
-_BLOOM_DIGEST: Final = struct.Struct(f"<{_BLOOM_HASHES}I")
-_bloom_hash: Final = partial(hashlib.blake2b, digest_size=_BLOOM_DIGEST.size)
-# Examples per batch in Validator._bloom_add: 1,024 positions in the default 16 MiB
-# filter share a byte in about 3% of batches (those go one by one).
-_BLOOM_BATCH: Final = 256
-_BIT_OF_BYTE: Final = bytes(1 << (byte & 7) for byte in range(256))
 # Blocks checked whole are at most about this long (plus a partial line).
 _BLOCK_BYTES: Final = 1 << 20
-DUPLICATES_METHOD: Final = (
-    "approximate: examples whose content (field values; chat: roles and contents) was seen "
-    "before, counted with a {size} Bloom filter ({k} bit positions per example from one "
-    "blake2b digest); exact repeats are always counted, false positives can add a few "
-    "(expected false-positive rate at the end of this file: {rate:.1e})"
-)
 
 
 class Validator:
@@ -65,18 +51,12 @@ class Validator:
     ``feed`` returns False once the input is over ``Limits.max_file_bytes``:
     stop reading then (further chunks are ignored) and call ``finish``.
 
-    Duplicates are counted in constant memory with a Bloom filter (a set of
-    hashes would grow with the file: ~100 bytes per example in Python). Each
-    valid example's content (text: both field values; chat: every role and
-    content, other keys ignored, so re-formatted or re-ordered JSON still
-    matches) is hashed once with blake2b, and the digest gives
-    ``_BLOOM_HASHES`` bit positions in a ``Limits.duplicate_filter_bytes`` bit
-    array. An example whose bits are all set already counts as a duplicate.
-    A real repeat is never missed; a new example is miscounted only when other
-    examples happen to have set all its bits, which with the default 16 MiB
-    and 4 positions happens about once in 100,000 new examples when the file
-    holds 2 million (about 1 GB of data), and far less often in smaller
-    files. The report names the method and that file's expected rate.
+    Duplicates are counted in constant memory with a Bloom filter
+    (:mod:`~shared.datasets.duplicates`) over each valid example's content
+    (text: both field values; chat: every role and content, other keys
+    ignored, so re-formatted or re-ordered JSON still matches). A real repeat
+    is never missed; the report names the method and the file's expected
+    false-positive rate.
 
     Speed: once the file's format is known, each block of complete lines a
     chunk brings is first offered whole to a
@@ -113,9 +93,7 @@ class Validator:
         self._errors: list[LineError] = []
         self._examples = 0
         self._duplicates = 0
-        self._bloom = bytearray(limits.duplicate_filter_bytes)
-        # 32 - shift bits of a word index the filter's bytes (it is 2 ** (32 - shift) long).
-        self._bloom_shift = 33 - limits.duplicate_filter_bytes.bit_length()
+        self._seen = DuplicateFilter(limits.duplicate_filter_bytes)
         self._chars = 0
         self._tokens = 0
         self._min = 0
@@ -356,19 +334,7 @@ class Validator:
             self._min = chars
         self._max = max(self._max, chars)
         self._histogram[int(math.log2(chars) * _BUCKETS_PER_OCTAVE)] += 1
-        # Each 32-bit word of the digest: its top bits index a byte, its low 3 bits a bit.
-        digest = hashlib.blake2b(key, digest_size=4 * _BLOOM_HASHES).digest()
-        bloom = self._bloom
-        shift = self._bloom_shift
-        seen = True
-        for word in _BLOOM_DIGEST.unpack(digest):
-            index = word >> shift
-            bit = 1 << (word & 7)
-            byte = bloom[index]
-            if not byte & bit:
-                bloom[index] = byte | bit
-                seen = False
-        self._duplicates += seen
+        self._duplicates += self._seen.add(key)
 
     def _count_many(self, chars: list[int], keys: list[bytes]) -> None:
         """``_count`` for each example in turn, with one C-level pass per statistic."""
@@ -384,48 +350,7 @@ class Validator:
         buckets = map(int, map(mul, map(math.log2, chars), repeat(_BUCKETS_PER_OCTAVE)))
         for bucket, count in Counter(buckets).items():
             histogram[bucket] += count
-        digests = b"".join(map(hashlib.blake2b.digest, map(_bloom_hash, keys)))
-        step = _BLOOM_BATCH * _BLOOM_DIGEST.size
-        for start in range(0, len(digests), step):
-            self._duplicates += self._bloom_add(digests[start : start + step])
-
-    def _bloom_add(self, digests: bytes) -> int:
-        """``_count``'s Bloom filter step for consecutive digests: how many were seen.
-
-        An example is seen when its bits were all set before it, by earlier
-        examples of the same batch too. When no two of the batch's bit positions
-        fall in the same byte, which with the default filter is most batches,
-        no example of the batch can see another's bits: each is decided from the
-        filter as it was, with a handful of C-level passes over the batch. Else
-        one by one, as ``_count``.
-        """
-        bloom = self._bloom
-        shift = self._bloom_shift
-        words = struct.unpack(f"<{len(digests) // 4}I", digests)
-        indexes = list(map(rshift, words, repeat(shift)))
-        if len(set(indexes)) == len(indexes):
-            # A word's low byte is its first (little-endian): its low 3 bits pick the bit.
-            bits = int.from_bytes(digests[::4].translate(_BIT_OF_BYTE), "little")
-            before = int.from_bytes(bytes(itemgetter(*indexes)(bloom)), "little")
-            unset = ((before & bits) ^ bits).to_bytes(len(indexes), "little")
-            after = (before | bits).to_bytes(len(indexes), "little")
-            deque(map(bloom.__setitem__, indexes, after), maxlen=0)
-            # An example was seen when none of its bytes has an unset bit: with
-            # _BLOOM_HASHES == 4, when its 32-bit word of `unset` is 0.
-            return struct.unpack(f"<{len(indexes) // 4}I", unset).count(0)
-        seen_count = 0
-        examples = iter(words)
-        for example in zip(*[examples] * _BLOOM_HASHES, strict=True):
-            seen = True
-            for word in example:
-                index = word >> shift
-                bit = 1 << (word & 7)
-                byte = bloom[index]
-                if not byte & bit:
-                    bloom[index] = byte | bit
-                    seen = False
-            seen_count += seen
-        return seen_count
+        self._duplicates += self._seen.add_many(keys)
 
     # The report
 
@@ -485,13 +410,10 @@ class Validator:
             fields = self._pair or self._main_pair
         else:
             fields = ()
-        bits = limits.duplicate_filter_bytes * 8
-        distinct = self._examples - self._duplicates
-        rate = (1 - math.exp(-_BLOOM_HASHES * distinct / bits)) ** _BLOOM_HASHES
         method = DUPLICATES_METHOD.format(
             size=size_text(limits.duplicate_filter_bytes).split(" (")[0],
-            k=_BLOOM_HASHES,
-            rate=rate,
+            k=DUPLICATE_BITS,
+            rate=self._seen.expected_rate(self._examples - self._duplicates),
         )
         return Report(
             valid=error_count == 0 and self._examples >= limits.min_examples,
