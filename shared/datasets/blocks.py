@@ -46,13 +46,15 @@ from operator import attrgetter, contains, itemgetter, sub
 from typing import Annotated, Any, Final
 
 from shared.datasets.records import ROLES
+from shared.datasets.tokens import Strings, chat_strings, text_strings
 
 _FIRST: Final = itemgetter(0)
 _MESSAGES: Final = attrgetter("messages")
 _KEY_JOIN: Final = "\x1f".join
 
-Examples = tuple[list[int], list[bytes]]
-"""Each valid example's characters and its duplicate key (UTF-8), in line order."""
+Examples = tuple[list[int], list[bytes], Callable[[int], Strings]]
+"""Each valid example's characters and its duplicate key (UTF-8), in line order, and
+what the i-th example encodes to tokens (:mod:`~shared.datasets.tokens`)."""
 
 
 class _First:
@@ -183,7 +185,12 @@ def _text_examples(
     encoded = _utf8(keys)
     if encoded is None:  # pragma: no cover
         return None
-    return list(map(sub, map(len, keys), repeat(1))), encoded
+    prompts, completions = prompts[:], completions[:]  # the caller clears its own
+
+    def strings(index: int) -> Strings:
+        return text_strings(prompts[index], completions[index])
+
+    return list(map(sub, map(len, keys), repeat(1))), encoded, strings
 
 
 def _chat_examples(records: list[Any], roles: list[str], contents: list[str]) -> Examples | None:
@@ -206,4 +213,10 @@ def _chat_examples(records: list[Any], roles: list[str], contents: list[str]) ->
     if encoded is None:  # pragma: no cover
         return None
     lengths = list(map(len, contents))
-    return list(map(sum, map(lengths.__getitem__, conversations))), encoded
+    roles, contents = roles[:], contents[:]  # the caller clears its own
+
+    def strings(index: int) -> Strings:
+        part = conversations[index]
+        return chat_strings(roles[part], contents[part])
+
+    return list(map(sum, map(lengths.__getitem__, conversations))), encoded, strings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, Final
@@ -70,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
         help=f"longest line allowed (default {defaults.max_example_bytes:,})",
     )
     parser.add_argument(
+        "--max-seq-length",
+        type=int,
+        metavar="N",
+        default=defaults.max_seq_length,
+        help=f"examples over N tokens are reported (default {defaults.max_seq_length:,})",
+    )
+    parser.add_argument(
+        "--max-seq-policy",
+        choices=["warning", "error"],
+        default="warning",
+        help="examples over --max-seq-length: warnings (default) or errors",
+    )
+    parser.add_argument(
+        "--no-tokens",
+        action="store_true",
+        help="do not count tokens with the tokenizer (the ~4 characters per token estimate only)",
+    )
+    parser.add_argument(
         "--max-file-bytes",
         type=int,
         metavar="N",
@@ -91,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             max_reported_errors=args.max_errors,
             prompt_field=args.prompt_field,
             completion_field=args.completion_field,
+            max_seq_length=args.max_seq_length,
+            max_seq_error=args.max_seq_policy == "error",
+            count_tokens=not args.no_tokens,
         )
     except ValueError as error:
         message = str(error)
@@ -102,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             report = validate(_read_chunks(sys.stdin.buffer), args.task, limits)
         else:
             with open(args.file, "rb") as stream:
-                report = validate(_read_chunks(stream), args.task, limits)
+                size = os.fstat(stream.fileno()).st_size
+                report = validate(_read_chunks(stream), args.task, limits, size)
     except OSError as error:
         reason = error.strerror or str(error)
         print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)

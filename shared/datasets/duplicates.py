@@ -29,6 +29,7 @@ import math
 import struct
 from array import array
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from itertools import repeat
 from operator import and_, eq, itemgetter, or_, rshift
@@ -60,6 +61,12 @@ def digest(key: bytes) -> int:
     return int.from_bytes(_BLAKE2B_8(key).digest(), "little")
 
 
+def digests(keys: Sequence[bytes]) -> tuple[int, ...]:
+    """:func:`digest` of each key, in C-level passes."""
+    joined = b"".join(map(hashlib.blake2b.digest, map(_BLAKE2B_8, keys)))
+    return struct.unpack(f"<{len(keys)}Q", joined)
+
+
 def _mask(value: int) -> int:
     return _MASKS[value & _LOW_12] | _MASKS[value >> 12 & _LOW_12] | _MASKS[value >> 24 & _LOW_12]
 
@@ -78,29 +85,27 @@ class DuplicateFilter:
         # The word: the top bits of the first CRC (log2(words) of its 32).
         self._shift = 64 - (words.bit_length() - 1)
 
-    def add(self, key: bytes) -> bool:
-        """Record one example; True if it was seen before (or looks so)."""
-        value = digest(key)
+    def add(self, value: int) -> bool:
+        """Record one example by its :func:`digest`; True if it was seen before (or looks so)."""
         index = value >> self._shift
         mask = _mask(value)
         word = self._words[index]
         self._words[index] = word | mask
         return word & mask == mask
 
-    def add_many(self, keys: list[bytes]) -> int:
-        """Record examples in order; how many were seen before (by earlier ones too)."""
+    def add_many(self, values: Sequence[int]) -> int:
+        """Record examples in order by their digests; how many were seen before (by earlier
+        ones too)."""
         seen = 0
-        for start in range(0, len(keys), _BATCH):
-            seen += self._add_batch(keys[start : start + _BATCH])
+        for start in range(0, len(values), _BATCH):
+            seen += self._add_batch(values[start : start + _BATCH])
         return seen
 
-    def _add_batch(self, keys: list[bytes]) -> int:
-        digests = b"".join(map(hashlib.blake2b.digest, map(_BLAKE2B_8, keys)))
-        values = struct.unpack(f"<{len(keys)}Q", digests)
+    def _add_batch(self, values: Sequence[int]) -> int:
         indexes = list(map(rshift, values, repeat(self._shift)))
         if len(set(indexes)) != len(indexes):
             # Two keys share a word: the later must see the earlier's bits.
-            return sum(map(self.add, keys))
+            return sum(map(self.add, values))
         low = map(_MASK_OF, map(and_, values, repeat(_LOW_12)))
         middle = map(_MASK_OF, map(and_, map(rshift, values, repeat(12)), repeat(_LOW_12)))
         high = map(_MASK_OF, map(and_, map(rshift, values, repeat(24)), repeat(_LOW_12)))

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from shared.datasets.tokens import TokenStats
 
 CHARS_PER_TOKEN: Final = 4
 TOKEN_METHOD: Final = (
@@ -43,9 +46,22 @@ class Limits:
     completion_field: str = "completion"
     duplicate_filter_bytes: int = 16 << 20
     """Size of the Bloom filter that counts duplicates (a power of two)."""
+    count_tokens: bool = True
+    """Count tokens with the base model's tokenizer (:mod:`~shared.datasets.tokens`)."""
+    max_seq_length: int = 2048
+    """Examples over this many tokens are reported (MAX_SEQ_LENGTH)."""
+    max_seq_error: bool = False
+    """Report them as errors (the file is invalid) rather than warnings (MAX_SEQ_POLICY)."""
+    tokens_exact_bytes: int = 1 << 20
+    """Files up to this size have every example's tokens counted; larger ones a sample."""
 
     def __post_init__(self) -> None:
-        for name in ("max_file_bytes", "max_example_bytes", "max_reported_errors"):
+        for name in (
+            "max_file_bytes",
+            "max_example_bytes",
+            "max_reported_errors",
+            "max_seq_length",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be at least 1")
         if self.min_examples < 0:
@@ -126,12 +142,19 @@ class Report:
     """None when there is no valid example."""
     estimated_tokens: int
     token_method: str = TOKEN_METHOD
+    tokens: TokenStats | None = None
+    """Tokens by the base model's tokenizer; None when not counted or no valid example."""
+    warning_count: int = 0
+    warnings: tuple[LineError, ...] = ()
+    """The first ``Limits.max_reported_errors`` warnings (examples over MAX_SEQ_LENGTH)."""
 
     def training_tokens(self, epochs: int) -> int:
-        """Estimated tokens a fine-tuning job trains on: every example once per epoch."""
+        """Tokens a fine-tuning job trains on: every example once per epoch (the
+        tokenizer's count when there is one, else the estimate)."""
         if epochs < 1:
             raise ValueError("epochs must be at least 1")
-        return self.estimated_tokens * epochs
+        total = self.tokens.total if self.tokens is not None else self.estimated_tokens
+        return total * epochs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +181,9 @@ class Report:
             },
             "estimated_tokens": self.estimated_tokens,
             "token_method": self.token_method,
+            "tokens": None if self.tokens is None else self.tokens.to_dict(),
+            "warning_count": self.warning_count,
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
     def summary(self, max_errors: int = 10) -> str:
@@ -180,16 +206,32 @@ class Report:
                 f"characters per example: min {s.min:,}, p50 ~{s.p50:,}, p95 ~{s.p95:,}, "
                 f"max {s.max:,}, mean {s.mean:,.1f}"
             )
-            out.append(
-                f"estimated tokens: {self.estimated_tokens:,} (~{CHARS_PER_TOKEN} characters "
-                f"per token); duplicates: {self.duplicates:,} (approximate)"
-            )
-        shown = self.errors[:max_errors]
-        out.extend(f"  {e}" for e in shown)
-        if self.error_count > len(shown):
-            more = self.error_count - len(shown)
-            out.append(f"  ... and {more:,} more error{plural(more)}")
+            out.append(self._tokens_line())
+            out.append(f"duplicates: {self.duplicates:,} (approximate)")
+        for kind, listed, count in (
+            ("error", self.errors, self.error_count),
+            ("warning", self.warnings, self.warning_count),
+        ):
+            shown = listed[:max_errors]
+            out.extend(f"  {kind}: {e}" if kind == "warning" else f"  {e}" for e in shown)
+            if count > len(shown):
+                more = count - len(shown)
+                out.append(f"  ... and {more:,} more {kind}{plural(more)}")
         return "\n".join(out)
+
+    def _tokens_line(self) -> str:
+        t = self.tokens
+        if t is None:
+            return (
+                f"estimated tokens: {self.estimated_tokens:,} (~{CHARS_PER_TOKEN} characters "
+                "per token)"
+            )
+        how = "exact" if t.exact else f"estimated from a sample of {t.counted:,} ({t.sample})"
+        return (
+            f"tokens: {t.total:,} ({how}); per example min {t.min:,}, p50 {t.p50:,}, "
+            f"p95 {t.p95:,}, max {t.max:,}; over {t.max_seq_length:,}: "
+            f"{t.over_max_seq_length:,}"
+        )
 
 
 def plural(n: int) -> str:
@@ -241,4 +283,7 @@ ERROR_CODES: Final = {
     "no_user_message": "a conversation without a user message",
     "no_assistant_message": "a conversation without an assistant message",
     "last_not_assistant": "a conversation not ending with the assistant's answer",
+    # the model
+    "too_many_tokens": "an example over MAX_SEQ_LENGTH tokens (an error or a warning: "
+    "MAX_SEQ_POLICY)",
 }

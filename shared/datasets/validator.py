@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import floordiv, mul, neg
 from typing import Any, Final
 
-from shared.datasets.blocks import BlockChecker
+from shared.datasets.blocks import BlockChecker, Examples
 from shared.datasets.duplicates import HASHES as DUPLICATE_BITS
 from shared.datasets.duplicates import METHOD as DUPLICATES_METHOD
-from shared.datasets.duplicates import DuplicateFilter
+from shared.datasets.duplicates import DuplicateFilter, digest, digests
 from shared.datasets.lines import LineSplitter
 from shared.datasets.records import (
     ALT_PAIR,
@@ -34,6 +34,7 @@ from shared.datasets.report import (
     plural,
     size_text,
 )
+from shared.datasets.tokens import Strings, TokenTally, chat_strings, text_strings
 
 # Length histogram: bucket i holds lengths n with floor(8 * log2(n)) == i, so a
 # bucket spans a factor of 2 ** (1/8) (about 9%) and a percentile read from it is
@@ -72,7 +73,10 @@ class Validator:
         limits: Limits | None = None,
         *,
         fast: bool = True,
+        expected_bytes: int | None = None,
     ) -> None:
+        """``expected_bytes``: the file's size when known (it chooses exact or sampled
+        token statistics from the start, see :mod:`~shared.datasets.tokens`)."""
         self._limits = limits = limits if limits is not None else Limits()
         self._task: TaskType | None = None if task is None else TaskType(task)
         self._task_given = self._task is not None
@@ -94,6 +98,18 @@ class Validator:
         self._examples = 0
         self._duplicates = 0
         self._seen = DuplicateFilter(limits.duplicate_filter_bytes)
+        self._tally = (
+            TokenTally(
+                limits.max_seq_length,
+                self._over_length,
+                exact_bytes=limits.tokens_exact_bytes,
+                expected_bytes=expected_bytes,
+            )
+            if limits.count_tokens
+            else None
+        )
+        self._warning_count = 0
+        self._warnings: list[LineError] = []
         self._chars = 0
         self._tokens = 0
         self._min = 0
@@ -151,6 +167,21 @@ class Validator:
         if len(self._errors) < self._limits.max_reported_errors:
             self._errors.append(LineError(line, problem.code, problem.message))
 
+    def _over_length(self, line: int, tokens: int) -> None:
+        """An example over the model's maximum sequence length: an error or a warning."""
+        limit = self._limits.max_seq_length
+        problem = Problem(
+            "too_many_tokens",
+            f"example is {tokens:,} tokens, over the maximum sequence length of {limit:,} "
+            f"(MAX_SEQ_LENGTH; the Mistral 7B v0.1 tokenizer)",
+        )
+        if self._limits.max_seq_error:
+            self._error(line, problem)
+            return
+        self._warning_count += 1
+        if len(self._warnings) < self._limits.max_reported_errors:
+            self._warnings.append(LineError(line, problem.code, problem.message))
+
     def _on_block(self, block: bytes) -> None:
         """A block from ``LineSplitter.take_block``: whole if possible, else line by line."""
         splitter = self._splitter
@@ -186,13 +217,13 @@ class Validator:
         self._accept(self._splitter.line, found)
         return True
 
-    def _accept(self, last: int, examples: tuple[list[int], list[bytes]]) -> None:
+    def _accept(self, last: int, examples: Examples) -> None:
         """Lines up to ``last`` that the block checker found valid: what _on_line would do."""
         self._lines = last
         self._end_blank_run()
-        chars, keys = examples
+        chars, keys, strings = examples
         self._records += len(chars)
-        self._count_many(chars, keys)
+        self._count_many(last - len(chars) + 1, chars, keys, strings)
 
     def _end_blank_run(self) -> None:
         """A record follows blank lines: they were errors."""
@@ -244,6 +275,11 @@ class Validator:
             key_bytes = key.encode("utf-8")
         except UnicodeEncodeError:
             return surrogate_field(record, pair)
+        if pair is None:
+            messages = record["messages"]
+            strings = chat_strings([m["role"] for m in messages], [m["content"] for m in messages])
+        else:
+            strings = text_strings(record[pair[0]], record[pair[1]])
 
         # A valid example: it sets the format if nothing did yet.
         if self._task is None:
@@ -254,7 +290,7 @@ class Validator:
             self._pair_line = number
         if self._blocks is None:
             self._use_blocks()
-        self._count(chars, key_bytes)
+        self._count(number, chars, key_bytes, strings)
         return None
 
     def _use_blocks(self) -> None:
@@ -326,7 +362,10 @@ class Validator:
             return f"the task was given as '{self._task}'"
         return f"the format was set by line {self._task_line}"
 
-    def _count(self, chars: int, key: bytes) -> None:
+    def _count(self, line: int, chars: int, key: bytes, strings: Strings) -> None:
+        value = digest(key)
+        if self._tally is not None:
+            self._tally.add_many(line, self._bytes, (chars,), (key,), (value,), lambda _: strings)
         self._examples += 1
         self._chars += chars
         self._tokens += -(-chars // CHARS_PER_TOKEN)
@@ -334,10 +373,15 @@ class Validator:
             self._min = chars
         self._max = max(self._max, chars)
         self._histogram[int(math.log2(chars) * _BUCKETS_PER_OCTAVE)] += 1
-        self._duplicates += self._seen.add(key)
+        self._duplicates += self._seen.add(value)
 
-    def _count_many(self, chars: list[int], keys: list[bytes]) -> None:
-        """``_count`` for each example in turn, with one C-level pass per statistic."""
+    def _count_many(
+        self, line: int, chars: list[int], keys: list[bytes], strings: Callable[[int], Strings]
+    ) -> None:
+        """``_count`` for lines ``line``, ``line + 1``, ..., with C-level passes per statistic."""
+        values = digests(keys)
+        if self._tally is not None:
+            self._tally.add_many(line, self._bytes, chars, keys, values, strings)
         first = self._examples == 0
         self._examples += len(chars)
         self._chars += sum(chars)
@@ -350,7 +394,7 @@ class Validator:
         buckets = map(int, map(mul, map(math.log2, chars), repeat(_BUCKETS_PER_OCTAVE)))
         for bucket, count in Counter(buckets).items():
             histogram[bucket] += count
-        self._duplicates += self._seen.add_many(keys)
+        self._duplicates += self._seen.add_many(values)
 
     # The report
 
@@ -430,11 +474,17 @@ class Validator:
             duplicates_method=method,
             lengths=lengths,
             estimated_tokens=self._tokens,
+            tokens=None if self._tally is None else self._tally.finish(self._examples, self._chars),
+            warning_count=self._warning_count,
+            warnings=tuple(self._warnings),
         )
 
 
 def validate(
-    chunks: Iterable[bytes], task: TaskType | str | None = None, limits: Limits | None = None
+    chunks: Iterable[bytes],
+    task: TaskType | str | None = None,
+    limits: Limits | None = None,
+    expected_bytes: int | None = None,
 ) -> Report:
     """Validate a JSONL dataset read as byte chunks (see the module docstring).
 
@@ -442,7 +492,7 @@ def validate(
     record, and records of the other format are errors. Stops reading once the
     input is over ``limits.max_file_bytes``. Never raises for bad data.
     """
-    validator = Validator(task, limits)
+    validator = Validator(task, limits, expected_bytes=expected_bytes)
     for chunk in chunks:
         if not validator.feed(chunk):
             break

@@ -87,6 +87,10 @@ class Settings:
     min_examples: int = 10
     prompt_field: str = "prompt"
     completion_field: str = "completion"
+    # Tokens: examples over the model's maximum sequence length (the run's
+    # max_seq_length hyperparameter wins) are warnings, or errors by policy.
+    max_seq_length: int = 2048
+    max_seq_error: bool = False
     # Deployment (the default endpoint name is derived from the workspace: see
     # ``default_endpoint_name``; names are unique per Azure region, all customers)
     endpoint_name: str = "finetune-autopilot"
@@ -225,6 +229,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     min_examples = r.number("MIN_EXAMPLES", 10, 1, 1_000_000, whole=True)
     prompt_field = r.text("PROMPT_FIELD", "prompt")
     completion_field = r.text("COMPLETION_FIELD", "completion")
+    max_seq_length = r.number("MAX_SEQ_LENGTH", 2048, 16, 131_072, whole=True)
+    max_seq_policy = r.text("MAX_SEQ_POLICY", "warning").lower()
+    if max_seq_policy not in ("warning", "error"):
+        r.problems.append(f"MAX_SEQ_POLICY={max_seq_policy!r} is invalid: one of warning, error")
     deployment = _deployment(r, default_endpoint_name(subscription, resource_group, workspace))
     if r.problems:
         raise SettingsError(r.problems)
@@ -247,6 +255,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         min_examples=int(min_examples),
         prompt_field=prompt_field,
         completion_field=completion_field,
+        max_seq_length=int(max_seq_length),
+        max_seq_error=max_seq_policy == "error",
         **deployment,
     )
 

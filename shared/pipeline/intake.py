@@ -110,7 +110,7 @@ def accept_upload(
     except InvalidInput as exc:
         return _reject(services, dataset, None, str(exc), "invalid_metadata")
 
-    limits = _limits(settings)
+    limits = _limits(settings, hyper)
     if info.size > limits.max_file_bytes:
         too_big = (
             f"{info.size:,} bytes is over the size limit of {limits.max_file_bytes:,} bytes "
@@ -168,7 +168,7 @@ def _read(
     )
     report = validate_and_split(
         store.chunks(dataset.name, dataset.etag),
-        Validator(task, limits),
+        Validator(task, limits, expected_bytes=dataset.size or None),
         splitter,
         limits.max_example_bytes,
     )
@@ -179,7 +179,9 @@ def _read(
         # Committed before the run is recorded, so a run never names parts that
         # are not there (a DUPLICATE upload leaves its parts behind, unused).
         return report, splitter.commit(reuse=reuse_parts), None
-    sibling_report = validate(store.chunks(sibling.name, sibling.etag), report.task, limits)
+    sibling_report = validate(
+        store.chunks(sibling.name, sibling.etag), report.task, limits, sibling.size
+    )
     if not sibling_report.valid:
         summary = f"validation file {sibling.name}: {sibling_report.summary()}"
         return _reject(services, dataset, sibling_report, summary)
@@ -187,13 +189,16 @@ def _read(
     return report, sibling_parts(store, dataset.url, sibling_config), sibling_config
 
 
-def _limits(settings: Settings) -> Limits:
+def _limits(settings: Settings, hyper: Mapping[str, str]) -> Limits:
     return Limits(
         max_file_bytes=settings.max_dataset_bytes,
         max_example_bytes=settings.max_example_bytes,
         min_examples=settings.min_examples,
         prompt_field=settings.prompt_field,
         completion_field=settings.completion_field,
+        # The job's own max_seq_length (a hyperparameter) is what it will cut at.
+        max_seq_length=int(hyper.get("max_seq_length", settings.max_seq_length)),
+        max_seq_error=settings.max_seq_error,
     )
 
 
@@ -228,8 +233,12 @@ def _sibling(info: BlobInfo, report: Report) -> dict[str, Any]:
 
 def _summary(report: Report, hyper: Mapping[str, str]) -> dict[str, Any]:
     summary = report.to_dict()
-    summary["training_tokens"] = report.training_tokens(hyperparameters.epochs(hyper))
-    summary["epochs"] = hyperparameters.epochs(hyper)
+    epochs = hyperparameters.epochs(hyper)
+    summary["training_tokens"] = report.training_tokens(epochs)
+    summary["epochs"] = epochs
+    if summary["tokens"] is not None:
+        summary["tokens"]["epochs"] = epochs
+        summary["tokens"]["training_tokens"] = report.training_tokens(epochs)
     return summary
 
 

@@ -477,8 +477,13 @@ def test_length_statistics() -> None:
     assert abs(lengths.p50 - 599.5) <= 0.05 * 599.5
     assert abs(lengths.p95 - 1049.5) <= 0.05 * 1049.5
     assert report.estimated_tokens == sum(-(-n // 4) for n in range(100, 1100))
-    assert report.training_tokens(3) == 3 * report.estimated_tokens
     assert "4 characters per token" in report.token_method
+    # Training tokens come from the tokenizer's count when there is one.
+    assert report.tokens is not None
+    assert report.training_tokens(3) == 3 * report.tokens.total
+    without = check(b"\n".join(records), limits=Limits(count_tokens=False))
+    assert without.tokens is None
+    assert without.training_tokens(3) == 3 * without.estimated_tokens
 
 
 def test_training_tokens_needs_an_epoch() -> None:
@@ -510,7 +515,7 @@ def test_summary_says_the_verdict_and_the_first_errors() -> None:
     bad = check((MALFORMED / "broken_json.jsonl").read_bytes()).summary()
 
     assert good.startswith("VALID: 12 valid chat examples in 12 lines")
-    assert "estimated tokens" in good
+    assert "tokens: 1,381 (exact)" in good  # the tokenizer's count, every example
     assert bad.startswith("INVALID: 1 error; 10 valid text-completion (prompt/completion)")
     assert "  line 4: invalid JSON" in bad
     assert len(bad.splitlines()) <= 6

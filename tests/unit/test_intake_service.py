@@ -137,13 +137,19 @@ def test_hyperparameter_overrides_in_blob_metadata_are_normalised(h: Harness) ->
         finetune_num_train_epochs="2",
         finetune_LEARNING_RATE="0.0002",
         owner="team-a",  # not a finetune_ key: ignored
+        finetune_max_seq_length="20",  # the job's own limit: over it is a warning
     )
     result = accept_upload(h.services, "data.jsonl")
     assert result.outcome == "accepted" and result.run_id
     run = h.ledger.run(result.run_id)
+    assert run.validation["tokens"]["max_seq_length"] == 20
+    assert run.validation["warning_count"] == run.validation["tokens"]["over_max_seq_length"] > 0
     hyper = run.config["hyperparameters"]
     assert hyper["num_train_epochs"] == "2" and hyper["learning_rate"] == "0.0002"
     assert run.validation["epochs"] == 2
+    tokens = run.validation["tokens"]  # the tokenizer's count, times the epochs
+    assert tokens["exact"] and tokens["epochs"] == 2
+    assert tokens["training_tokens"] == 2 * tokens["total"] == run.validation["training_tokens"]
     [job] = h.azureml.submitted()
     assert job.spec is not None and job.spec.hyperparameters == hyper
 
