@@ -278,6 +278,25 @@ def _run_schema() -> dict[str, Any]:
             "additionalProperties": {"type": "integer"},
             "description": "Traffic before this run's rollout",
         },
+        "plan": {
+            **obj,
+            "description": (
+                "The preflight plan, computed at intake: `training_tokens` (and "
+                "`tokens_source`), `gpu_hours`, `training_cost`, `deployment_cost_per_hour`, "
+                "`rollout_cost`, `total` (training + rollout, in `currency`; null when an "
+                "input is unknown), `max_run_cost`, `over_budget`, `missing` (the unknown "
+                "inputs)"
+            ),
+        },
+        "approval": {
+            **obj,
+            "description": (
+                "Who let a run over MAX_RUN_COST go on: `by` (named from the function "
+                "key's fingerprint by APPROVER_KEYS, else App Service's principal, else "
+                "`unknown`), `at`, `key` (first 12 hex digits of the key's SHA-256; never "
+                "the key), `claimed_by` (the name the request gave). Empty if not approved"
+            ),
+        },
         "activity": _TEXT,
         "cancel_requested": {"type": "boolean"},
         "retries": integer,
@@ -438,8 +457,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Cancel a run (until traffic starts moving)",
                 "description": (
                     "Cancels the job or removes the run's deployment at 0% traffic; the run "
-                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, TRAINING, DEPLOYING "
-                    "or SMOKE_TESTING can be cancelled."
+                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, AWAITING_APPROVAL, "
+                    "TRAINING, DEPLOYING or SMOKE_TESTING can be cancelled."
                 ),
                 "responses": {
                     "202": summary_accepted,
