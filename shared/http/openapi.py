@@ -166,6 +166,22 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Run": _run_schema(),
+        "Approve": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "by": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": api.MAX_NAME,
+                    "pattern": "\\S",
+                    "description": (
+                        "Who says they approve: recorded as `claimed_by` beside the name "
+                        "the function key stands for"
+                    ),
+                },
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status", "service", "ledger"],
@@ -479,6 +495,33 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "202": summary_accepted,
                     **_failures(("404", "RunNotFound"), ("409", "NotAllowedNow")),
+                },
+            },
+        },
+        "/api/runs/{id}/approve": {
+            "parameters": [_RUN_ID],
+            "post": {
+                "operationId": "approve_run",
+                "summary": "Let a run waiting for approval (over MAX_RUN_COST) go on",
+                "description": (
+                    "Records who approved and when (`approval`) on a run in "
+                    "AWAITING_APPROVAL, then moves it on to its job at once. Approving an "
+                    "approved run changes nothing (the first approval stands); a run in any "
+                    "other state answers 409. The approver is named from the function key "
+                    "the request presents (see `approval` in the record); the body is "
+                    "optional."
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {api.JSON: {"schema": _ref("Approve")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Run"), "Approved: the run as it is now", Location=_LOCATION),
+                    "413": _problem(f"The body is over {api.MAX_BODY_BYTES} bytes"),
+                    "422": _problem("`by` is not valid Unicode text (a lone UTF-16 surrogate)"),
+                    **_failures(
+                        ("400", "BadRequest"), ("404", "RunNotFound"), ("409", "NotAllowedNow")
+                    ),
                 },
             },
         },
