@@ -119,6 +119,17 @@ def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.retry_run(services, req.route_params.get("id", "")))
 
 
+@app.function_name("approve_run")
+@app.route(route="runs/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def approve_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Let a run waiting for approval (over MAX_RUN_COST) go on."""
+    from shared.composition import services
+    from shared.http import api
+
+    run_id = req.route_params.get("id", "")
+    return _http(api.approve_run(services, run_id, req.get_body(), req.headers, req.params))
+
+
 @app.function_name("dataset_uploaded")
 @app.blob_trigger(
     arg_name="client",

@@ -7,10 +7,14 @@ and when to look again. No I/O here; this is where most unit tests live.
 
 The rollout, state by state::
 
-    REGISTERING_DATA  no job yet: claim the endpoint name (created if missing, so
+    REGISTERING_DATA  job found (earlier attempt): adopt   -> TRAINING (data re-checked)
+                      plan over MAX_RUN_COST (or its cost
+                      unknown), not approved: nothing done -> AWAITING_APPROVAL
+                      no job yet: claim the endpoint name (created if missing, so
                       a name taken in the region fails here, before any GPU is
                       spent), prepare data, submit         -> TRAINING
-                      job found (earlier attempt): adopt   -> TRAINING (data re-checked)
+    AWAITING_APPROVAL approved (or within the limit now)   -> REGISTERING_DATA
+                      past APPROVAL_DEADLINE_HOURS         -> CANCELED
     TRAINING          job running: watch; Completed        -> DEPLOYING
                       Failed / Canceled                    -> TRAINING_FAILED / CANCELED
                       past the training deadline: cancel   -> TRAINING_FAILED
@@ -50,6 +54,7 @@ from shared.domain.azureml import (
     JobView,
     ModelView,
 )
+from shared.domain.plan import describe, over_budget
 from shared.domain.runs import CANCELLABLE, Run, RunState
 from shared.domain.smoke import SmokeOutcome
 
@@ -87,6 +92,8 @@ class Policy:
     keep_failed_deployment: bool = False
     training_deadline_seconds: float = 72 * 3600.0
     deploy_deadline_seconds: float = 180 * 60.0
+    max_run_cost: float | None = None  # None: never hold a run for approval
+    approval_deadline_seconds: float = 168 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,9 @@ def decide(
     if run.state is RunState.REGISTERING_DATA:
         return _registering(run, observed, policy)
     waited = ((now or run.updated_at) - run.state_since).total_seconds()
+    if run.state is RunState.AWAITING_APPROVAL:
+        decision = _awaiting_approval(run, policy, waited)
+        return _past_deadline(run, decision, waited, policy)
     if run.state is RunState.TRAINING:
         decision = _training(run, observed, policy)
         return _past_deadline(run, decision, waited, policy)
@@ -149,7 +159,11 @@ def decide(
     return _past_deadline(run, decision, waited, policy)
 
 
+# Longest quiet wait for an approval: the timer looks again at most this late.
+APPROVAL_RECHECK_SECONDS = 3600.0
+
 _DEADLINE_SETTING = {
+    RunState.AWAITING_APPROVAL: ("APPROVAL_DEADLINE_HOURS", 3600.0, "h"),
     RunState.TRAINING: ("TRAINING_DEADLINE_HOURS", 3600.0, "h"),
     RunState.DEPLOYING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
     RunState.SMOKE_TESTING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
@@ -160,11 +174,7 @@ _DEADLINE_SETTING = {
 def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) -> Decision:
     """``decision``, unless it only waits and the state's deadline has passed: then end
     the run, saying what it was waiting for, and clean up what it started."""
-    deadline = (
-        policy.training_deadline_seconds
-        if run.state is RunState.TRAINING
-        else policy.deploy_deadline_seconds
-    )
+    deadline = _deadline_seconds(run.state, policy)
     if decision.state is not None or decision.actions or waited < deadline:
         return decision
     setting, unit_seconds, unit = _DEADLINE_SETTING[run.state]
@@ -173,6 +183,13 @@ def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) 
         f"gave up after {waited / unit_seconds:.4g}{unit} in {run.state.value} "
         f"(deadline {deadline / unit_seconds:.4g}{unit}, {setting}): still {waiting_on}"
     )
+    if run.state is RunState.AWAITING_APPROVAL:
+        # Nothing was started while it waited: nothing to clean up.
+        return Decision(
+            state=RunState.CANCELED,
+            detail=reason + "; canceled, nothing was trained",
+            changes=RunPatch(last_error=reason, activity=""),
+        )
     if run.state is RunState.TRAINING:
         return Decision(
             actions=(Action.CANCEL_JOB,),
@@ -190,6 +207,14 @@ def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) 
         detail=reason,
         changes=RunPatch(last_error=reason, activity=""),
     )
+
+
+def _deadline_seconds(state: RunState, policy: Policy) -> float:
+    if state is RunState.AWAITING_APPROVAL:
+        return policy.approval_deadline_seconds
+    if state is RunState.TRAINING:
+        return policy.training_deadline_seconds
+    return policy.deploy_deadline_seconds
 
 
 def _cancel(run: Run, observed: Observed) -> Decision:
@@ -237,6 +262,15 @@ def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
                 endpoint=endpoint,
             ),
         )
+    if over_budget(run.plan, policy.max_run_cost) and not run.approval:
+        # Before anything is created or spent: no endpoint claimed, no data asset,
+        # no job. (A job found above is adopted instead: it is spending already.)
+        return Decision(
+            state=RunState.AWAITING_APPROVAL,
+            detail=f"over budget: {describe(run.plan, policy.max_run_cost)}; waiting for approval "
+            f"(POST /api/runs/{run.run_id}/approve)",
+            changes=RunPatch(activity="waiting for approval"),
+        )
     # Endpoint names are unique per region across all customers: claim ours now
     # (an endpoint without deployments costs nothing), so a taken name fails the
     # run before the job is submitted, not after hours of training.
@@ -248,6 +282,30 @@ def _registering(run: Run, observed: Observed, policy: Policy) -> Decision:
         + "data assets registered, fine-tuning job submitted",
         changes=RunPatch(activity="training", endpoint=endpoint),
     )
+
+
+def _awaiting_approval(run: Run, policy: Policy, waited: float) -> Decision:
+    """Go on once approved (or once the plan fits a raised or removed limit); else
+    wait, looking again at the deadline or within the hour, whichever is sooner
+    (an approval reconciles the run at once; this is the safety net)."""
+    approval = run.approval
+    if approval:
+        by = approval.get("by", "unknown")
+        claimed = approval.get("claimed_by")
+        who = f"{by} (says {claimed})" if claimed and claimed != by else str(by)
+        return Decision(
+            state=RunState.REGISTERING_DATA,
+            detail=f"approved by {who} at {approval.get('at', '?')}",
+            changes=RunPatch(activity="registering data"),
+        )
+    if not over_budget(run.plan, policy.max_run_cost):
+        return Decision(
+            state=RunState.REGISTERING_DATA,
+            detail=f"within budget now: {describe(run.plan, policy.max_run_cost)}",
+            changes=RunPatch(activity="registering data"),
+        )
+    left = policy.approval_deadline_seconds - waited
+    return _wait("waiting for approval", max(0.0, min(APPROVAL_RECHECK_SECONDS, left)))
 
 
 def _training(run: Run, observed: Observed, policy: Policy) -> Decision:

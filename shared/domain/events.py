@@ -9,7 +9,9 @@ publisher that fails raises and the caller publishes the same entries later.
 
 An event's ``data`` describes the run as it is when the events are built (job,
 model, endpoint, last error), with the entry's own state and detail; the
-envelope's ``time`` is when the run entered that state.
+envelope's ``time`` is when the run entered that state. A run with a
+preflight plan carries it (``plan``: the event of AWAITING_APPROVAL says why the
+run waits), and an approved run who approved it and when (``approval``).
 """
 
 from __future__ import annotations
@@ -71,28 +73,33 @@ def events_for(run: Run, since_index: int) -> list[LifecycleEvent]:
     for index in range(since_index, len(run.timeline)):
         entry = run.timeline[index]
         state = str(entry.state)
+        data: dict[str, Any] = {
+            "run_id": run.run_id,
+            "state": state,
+            "dataset": {
+                "container": run.dataset.container,
+                "name": run.dataset.name,
+                "url": run.dataset.url,
+                "sha256": run.sha256,
+            },
+            "job": {"name": run.job_name, "status": run.job_status},
+            "model": run.model_id,
+            "endpoint": run.endpoint,
+            "deployment": run.deployment,
+            "summary": entry.detail,
+            "last_error": run.last_error,
+        }
+        if run.plan:
+            data["plan"] = dict(run.plan)
+        if run.approval:
+            data["approval"] = dict(run.approval)
         events.append(
             LifecycleEvent(
                 id=f"{run.run_id}:{index}:{state}",
                 type=EVENT_TYPE_PREFIX + pascal(state),
                 subject=run.run_id,
                 time=entry.at,
-                data={
-                    "run_id": run.run_id,
-                    "state": state,
-                    "dataset": {
-                        "container": run.dataset.container,
-                        "name": run.dataset.name,
-                        "url": run.dataset.url,
-                        "sha256": run.sha256,
-                    },
-                    "job": {"name": run.job_name, "status": run.job_status},
-                    "model": run.model_id,
-                    "endpoint": run.endpoint,
-                    "deployment": run.deployment,
-                    "summary": entry.detail,
-                    "last_error": run.last_error,
-                },
+                data=data,
             )
         )
     return events

@@ -6,6 +6,8 @@ which refuses any transition not in ``TRANSITIONS``::
 
     RECEIVED -> REJECTED | DUPLICATE | REGISTERING_DATA
     REGISTERING_DATA -> TRAINING (job submitted)
+                      | AWAITING_APPROVAL (its plan is over MAX_RUN_COST, not approved)
+    AWAITING_APPROVAL -> REGISTERING_DATA (approved) | CANCELED (asked, or too late)
     TRAINING -> TRAINING_FAILED | CANCELED | DEPLOYING
     DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING (new deployment up, at 0% traffic)
     SMOKE_TESTING -> PROMOTING (smoke passed, traffic shifting) | ROLLED_BACK
@@ -33,6 +35,7 @@ class RunState(StrEnum):
     REJECTED = "REJECTED"
     DUPLICATE = "DUPLICATE"
     REGISTERING_DATA = "REGISTERING_DATA"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     TRAINING = "TRAINING"
     TRAINING_FAILED = "TRAINING_FAILED"
     CANCELED = "CANCELED"
@@ -54,7 +57,10 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.RECEIVED: frozenset(
         {RunState.REJECTED, RunState.DUPLICATE, RunState.REGISTERING_DATA, RunState.FAILED}
     ),
-    RunState.REGISTERING_DATA: frozenset({RunState.TRAINING, *_ANY_ACTIVE}),
+    RunState.REGISTERING_DATA: frozenset(
+        {RunState.TRAINING, RunState.AWAITING_APPROVAL, *_ANY_ACTIVE}
+    ),
+    RunState.AWAITING_APPROVAL: frozenset({RunState.REGISTERING_DATA, *_ANY_ACTIVE}),
     RunState.TRAINING: frozenset({RunState.TRAINING_FAILED, RunState.DEPLOYING, *_ANY_ACTIVE}),
     RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
     # The deployment can vanish or fail before its smoke test: a failed deployment.
@@ -76,6 +82,7 @@ CANCELLABLE = frozenset(
     {
         RunState.RECEIVED,
         RunState.REGISTERING_DATA,
+        RunState.AWAITING_APPROVAL,
         RunState.TRAINING,
         RunState.DEPLOYING,
         RunState.SMOKE_TESTING,
@@ -149,6 +156,11 @@ class Run:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     duplicate_of: str = ""
     previous_deployments: Mapping[str, int] = field(default_factory=dict)
+    # The preflight plan (``shared.domain.plan``), computed at intake.
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    # Who let a run over budget go on, and when (``shared.domain.approval``); kept
+    # by retries: the approval was for the run, not for one attempt.
+    approval: Mapping[str, Any] = field(default_factory=dict)
     activity: str = ""  # what the run is waiting on now, for people watching
     cancel_requested: bool = False
     retries: int = 0
@@ -229,7 +241,12 @@ class Run:
                 (e.state for e in reversed(self.timeline) if e.state is not RunState.FAILED),
                 RunState.RECEIVED,
             )
-            if failed_in in (RunState.RECEIVED, RunState.REGISTERING_DATA, RunState.TRAINING):
+            if failed_in in (
+                RunState.RECEIVED,
+                RunState.REGISTERING_DATA,
+                RunState.AWAITING_APPROVAL,
+                RunState.TRAINING,
+            ):
                 return RunState.REGISTERING_DATA if self.sha256 else None
             return RunState.DEPLOYING
         return None

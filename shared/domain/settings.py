@@ -125,6 +125,16 @@ class Settings:
     events_topic_endpoint: str | None = None
     events_topic_key: str | None = None
     events_source: str = "/finetune-autopilot"
+    # The preflight plan and the approval of runs over budget (``shared.domain.plan``)
+    training_tokens_per_second: float | None = None  # per instance; None: cost unknown
+    training_overhead_minutes: float = 30.0
+    instance_prices: Mapping[str, float] = field(default_factory=dict)  # SKU -> per hour
+    price_currency: str = "USD"
+    rollout_minutes: float = 45.0
+    compute_instance_type: str | None = None  # the SKU of FINETUNE_COMPUTE's nodes
+    max_run_cost: float | None = None  # None: never hold a run for approval
+    approval_deadline_hours: float = 168.0
+    approver_keys: Mapping[str, str] = field(default_factory=dict)  # key fingerprint -> name
 
 
 class _Reader:
@@ -176,6 +186,26 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} is out of range: {kind} from {low} to {high}")
             return default
         return value
+
+    def optional_number(self, name: str, low: float, high: float) -> float | None:
+        """A number from ``low`` to ``high``, or None when the setting is unset."""
+        if not self.env.get(name, "").strip():
+            return None
+        return self.number(name, low, low, high, whole=False)
+
+    def json_object(self, name: str, hint: str) -> dict[str, Any]:
+        """A JSON object, or {} when unset (a problem, and {}, when it is not one)."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return {}
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            self.problems.append(f"{name} is invalid: {hint}")
+            return {}
+        return parsed
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -234,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if max_seq_policy not in ("warning", "error"):
         r.problems.append(f"MAX_SEQ_POLICY={max_seq_policy!r} is invalid: one of warning, error")
     deployment = _deployment(r, default_endpoint_name(subscription, resource_group, workspace))
+    plan = _plan(r)
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(
@@ -258,6 +289,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_seq_length=int(max_seq_length),
         max_seq_error=max_seq_policy == "error",
         **deployment,
+        **plan,
     )
 
 
@@ -329,6 +361,46 @@ def _deployment(r: _Reader, endpoint_default: str) -> dict[str, Any]:
         "events_topic_endpoint": r.text("EVENTS_TOPIC_ENDPOINT", "") or None,
         "events_topic_key": r.text("EVENTS_TOPIC_KEY", "") or None,
         "events_source": r.text("EVENTS_SOURCE", "/finetune-autopilot"),
+    }
+
+
+FINGERPRINT = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _plan(r: _Reader) -> dict[str, Any]:
+    """Settings of the preflight plan and of approvals (see ``shared.domain.plan``)."""
+    prices_hint = (
+        'a JSON object of instance type: price per hour, like {"Standard_NC24ads_A100_v4": 4.5}'
+    )
+    prices: dict[str, float] = {}
+    for sku, price in r.json_object("INSTANCE_PRICES", prices_hint).items():
+        number = isinstance(price, int | float) and not isinstance(price, bool)
+        if not sku or not number or not 0 <= price < 1e6:
+            r.problems.append(f"INSTANCE_PRICES[{sku!r}]={price!r} is invalid: {prices_hint}")
+        else:
+            prices[sku] = float(price)
+    keys_hint = (
+        "a JSON object of key fingerprint (the first 12 hex digits of the key's SHA-256): "
+        'approver name, like {"0123456789ab": "alice"}'
+    )
+    approvers: dict[str, str] = {}
+    for fingerprint, name in r.json_object("APPROVER_KEYS", keys_hint).items():
+        if not FINGERPRINT.match(fingerprint) or not isinstance(name, str) or not name.strip():
+            r.problems.append(f"APPROVER_KEYS entry {fingerprint!r} is invalid: {keys_hint}")
+        else:
+            approvers[fingerprint] = name.strip()
+    return {
+        "training_tokens_per_second": r.optional_number("TRAINING_TOKENS_PER_SECOND", 1e-3, 1e9),
+        "training_overhead_minutes": r.number(
+            "TRAINING_OVERHEAD_MINUTES", 30.0, 0.0, 10_080.0, False
+        ),
+        "instance_prices": prices,
+        "price_currency": r.text("PRICE_CURRENCY", "USD"),
+        "rollout_minutes": r.number("ROLLOUT_MINUTES", 45.0, 0.0, 10_080.0, False),
+        "compute_instance_type": r.text("FINETUNE_COMPUTE_INSTANCE_TYPE", "") or None,
+        "max_run_cost": r.optional_number("MAX_RUN_COST", 0.0, 1e9),
+        "approval_deadline_hours": r.number("APPROVAL_DEADLINE_HOURS", 168.0, 0.001, 8760.0, False),
+        "approver_keys": approvers,
     }
 
 

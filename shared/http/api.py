@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from shared.domain.approval import Approver
 from shared.domain.errors import (
     InvalidInput,
     NotAllowedNow,
@@ -67,6 +68,11 @@ MAX_BODY_BYTES = 64 << 10
 MAX_BLOB_NAME = 1024  # Azure's limit on blob names
 DEFAULT_PAGE = 20
 START_FIELDS = ("blob", "hyperparameters", "force")
+APPROVE_FIELDS = ("by",)
+MAX_NAME = 200  # characters of a name an approver gives
+KEY_HEADER = "x-functions-key"
+KEY_PARAMETER = "code"
+PRINCIPAL_HEADER = "x-ms-client-principal-name"  # App Service authentication's
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 INTERNAL_FIELDS = ("lease_owner", "lease_until", "published")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
@@ -360,6 +366,48 @@ def parse_start(body: bytes, container_url: str | None) -> StartRequest:
     return StartRequest(name, hyper, bool(force))
 
 
+def parse_approve(body: bytes) -> str:
+    """The body of ``POST /api/runs/{id}/approve``: empty, or ``{"by": name}``; the
+    name the caller gives ("" if none)."""
+    if not body.strip():
+        return ""
+    document = _json_body(body)
+    if not isinstance(document, dict):
+        raise RequestInvalid([FieldError("", "the body must be a JSON object, or empty")])
+    errors = [
+        FieldError(key[:100], f"unknown field (allowed: {', '.join(APPROVE_FIELDS)})")
+        for key in document
+        if key not in APPROVE_FIELDS
+    ]
+    by = document.get("by", "")
+    name = by.strip() if isinstance(by, str) else ""
+    if (not name and "by" in document) or len(name) > MAX_NAME:
+        errors.append(FieldError("by", f"must be a name: 1 to {MAX_NAME} characters"))
+    if errors:
+        raise RequestInvalid(errors)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # Well-formed JSON can carry a lone surrogate; no log or record can hold it.
+        why = [FieldError("by", "must be valid Unicode text")]
+        raise RequestInvalid(why, kind="not-unicode") from None
+    return name
+
+
+def approver_of(
+    headers: Mapping[str, str],
+    params: Mapping[str, str],
+    claimed_by: str,
+    approver_keys: Mapping[str, str],
+) -> Approver:
+    """Who is approving: named from the function key the request presented (header,
+    else ``code``), which is only fingerprinted, never kept (``shared.domain.approval``)."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    key = lowered.get(KEY_HEADER) or params.get(KEY_PARAMETER) or ""
+    principal = lowered.get(PRINCIPAL_HEADER, "")
+    return Approver.identify(key, principal, approver_keys, claimed_by)
+
+
 # -- listing queries and paging tokens -----------------------------------------------------
 
 
@@ -523,6 +571,34 @@ def retry_run(get_services: GetServices, run_id: str) -> Reply:
     from shared.pipeline.control import request_retry
 
     return _answer(lambda: _requested(get_services, run_id, request_retry, "retry"))
+
+
+def approve_run(
+    get_services: GetServices,
+    run_id: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    params: Mapping[str, str],
+) -> Reply:
+    """``POST /api/runs/{id}/approve``: let a run held over MAX_RUN_COST go on."""
+    from shared.pipeline.control import request_approve
+
+    def call() -> Reply:
+        _check_run_id(run_id)
+        claimed_by = parse_approve(body)
+        services = get_services()
+        approver = approver_of(headers, params, claimed_by, services.settings.approver_keys)
+        run = request_approve(services, run_id, approver)
+        log.info(
+            "api approve request for run %s by %s (key %s): now %s",
+            run_id,
+            approver.by,
+            approver.key or "none",
+            run.state,
+        )
+        return Reply(200, public_record(run), headers={"Location": run_location(run_id)})
+
+    return _answer(call)
 
 
 def _requested(

@@ -166,6 +166,22 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Run": _run_schema(),
+        "Approve": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "by": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": api.MAX_NAME,
+                    "pattern": "\\S",
+                    "description": (
+                        "Who says they approve: recorded as `claimed_by` beside the name "
+                        "the function key stands for"
+                    ),
+                },
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status", "service", "ledger"],
@@ -277,6 +293,25 @@ def _run_schema() -> dict[str, Any]:
             "type": "object",
             "additionalProperties": {"type": "integer"},
             "description": "Traffic before this run's rollout",
+        },
+        "plan": {
+            **obj,
+            "description": (
+                "The preflight plan, computed at intake: `training_tokens` (and "
+                "`tokens_source`), `gpu_hours`, `training_cost`, `deployment_cost_per_hour`, "
+                "`rollout_cost`, `total` (training + rollout, in `currency`; null when an "
+                "input is unknown), `max_run_cost`, `over_budget`, `missing` (the unknown "
+                "inputs)"
+            ),
+        },
+        "approval": {
+            **obj,
+            "description": (
+                "Who let a run over MAX_RUN_COST go on: `by` (named from the function "
+                "key's fingerprint by APPROVER_KEYS, else App Service's principal, else "
+                "`unknown`), `at`, `key` (first 12 hex digits of the key's SHA-256; never "
+                "the key), `claimed_by` (the name the request gave). Empty if not approved"
+            ),
         },
         "activity": _TEXT,
         "cancel_requested": {"type": "boolean"},
@@ -438,8 +473,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Cancel a run (until traffic starts moving)",
                 "description": (
                     "Cancels the job or removes the run's deployment at 0% traffic; the run "
-                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, TRAINING, DEPLOYING "
-                    "or SMOKE_TESTING can be cancelled."
+                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, AWAITING_APPROVAL, "
+                    "TRAINING, DEPLOYING or SMOKE_TESTING can be cancelled."
                 ),
                 "responses": {
                     "202": summary_accepted,
@@ -460,6 +495,33 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "202": summary_accepted,
                     **_failures(("404", "RunNotFound"), ("409", "NotAllowedNow")),
+                },
+            },
+        },
+        "/api/runs/{id}/approve": {
+            "parameters": [_RUN_ID],
+            "post": {
+                "operationId": "approve_run",
+                "summary": "Let a run waiting for approval (over MAX_RUN_COST) go on",
+                "description": (
+                    "Records who approved and when (`approval`) on a run in "
+                    "AWAITING_APPROVAL, then moves it on to its job at once. Approving an "
+                    "approved run changes nothing (the first approval stands); a run in any "
+                    "other state answers 409. The approver is named from the function key "
+                    "the request presents (see `approval` in the record); the body is "
+                    "optional."
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {api.JSON: {"schema": _ref("Approve")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Run"), "Approved: the run as it is now", Location=_LOCATION),
+                    "413": _problem(f"The body is over {api.MAX_BODY_BYTES} bytes"),
+                    "422": _problem("`by` is not valid Unicode text (a lone UTF-16 surrogate)"),
+                    **_failures(
+                        ("400", "BadRequest"), ("404", "RunNotFound"), ("409", "NotAllowedNow")
+                    ),
                 },
             },
         },

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared.datasets import Limits, LineError, Report, TaskType, Validator, validate
-from shared.domain import hyperparameters
+from shared.domain import hyperparameters, plan
 from shared.domain.errors import InvalidInput
 from shared.domain.ports import Services
 from shared.domain.runs import DatasetRef, Run, RunState, run_id_for
@@ -127,6 +127,7 @@ def accept_upload(
         config["forced"] = services.now().isoformat()  # a new run id: train again
     run_id = run_id_for(report.sha256, config)
     now = services.now()
+    summary = _summary(report, hyper)
     run = Run.new(
         run_id,
         dataset,
@@ -134,7 +135,8 @@ def accept_upload(
         f"uploaded as {name}",
         sha256=report.sha256,
         config=config,
-        validation={**_summary(report, hyper), "split": parts.describe()},
+        validation={**summary, "split": parts.describe()},
+        plan=plan.estimate(summary, summary["epochs"], plan.Pricing.of(settings)),
     ).moved_to(RunState.REGISTERING_DATA, now, report.summary(max_errors=0).splitlines()[0])
 
     if services.ledger.create(run) is None:

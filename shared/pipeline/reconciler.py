@@ -88,6 +88,8 @@ def policy_of(services: Services) -> Policy:
         keep_failed_deployment=s.keep_failed_deployment,
         training_deadline_seconds=s.training_deadline_hours * 3600.0,
         deploy_deadline_seconds=s.deploy_deadline_minutes * 60.0,
+        max_run_cost=s.max_run_cost,
+        approval_deadline_seconds=s.approval_deadline_hours * 3600.0,
     )
 
 

@@ -494,3 +494,120 @@ def test_a_summary_has_what_a_listing_shows() -> None:
         "deployment": "",
         "last_error": "x",
     }
+
+
+# -- approving a run over budget ----------------------------------------------------------------
+
+
+def _approve(h: Any, run_id: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    from tests.api.contract import Answer, check
+
+    reply = api.approve_run(lambda: h.services, run_id, body, headers or {}, {})
+    answer = Answer(reply.status, reply.media_type, dict(reply.headers), reply.body)
+    check("POST", "/api/runs/{id}/approve", answer)  # as the OpenAPI document says
+    return answer
+
+
+def _waiting(**settings: Any) -> tuple[Any, str]:
+    from tests.support.fakes import Harness, accept
+
+    h = Harness().configure(
+        max_run_cost=0.01,
+        training_tokens_per_second=100.0,
+        instance_prices={"Standard_NC24ads_A100_v4": 4.0},
+        **settings,
+    )
+    run_id = accept(h)
+    assert h.ledger.run(run_id).state is RunState.AWAITING_APPROVAL
+    return h, run_id
+
+
+def test_approve_names_the_approver_from_the_keys_fingerprint_and_answers_the_run() -> None:
+    from shared.domain.approval import key_fingerprint
+
+    fingerprint = key_fingerprint("the-function-key")
+    h, run_id = _waiting(approver_keys={fingerprint: "alice"})
+
+    answer = _approve(h, run_id, b'{"by": "Alice A."}', {"X-Functions-Key": "the-function-key"})
+
+    assert answer.status == 200 and answer.headers["Location"] == f"/api/runs/{run_id}"
+    assert answer.body["state"] == "TRAINING"
+    assert answer.body["approval"] == {
+        "by": "alice",
+        "at": NOW.isoformat(),
+        "key": fingerprint,
+        "claimed_by": "Alice A.",
+    }
+    assert answer.body["plan"]["over_budget"] is True
+    assert "the-function-key" not in json.dumps(answer.body)
+    # Again: the same run, the first approval.
+    again = _approve(h, run_id, headers={"x-functions-key": "another-key"})
+    assert again.status == 200 and again.body["approval"] == answer.body["approval"]
+
+
+def test_approve_by_code_or_principal_or_nobody_known() -> None:
+    h, run_id = _waiting()
+    from shared.domain.approval import key_fingerprint
+
+    reply = api.approve_run(lambda: h.services, run_id, b"", {}, {"code": "query-key"})
+    assert reply.status == 200
+    assert reply.body["approval"]["by"] == "unknown"
+    assert reply.body["approval"]["key"] == key_fingerprint("query-key")
+    assert "claimed_by" not in reply.body["approval"]
+    h, run_id = _waiting()
+    principal = {"x-ms-client-principal-name": "bob@corp", "x-functions-key": "k"}
+    assert _approve(h, run_id, headers=principal).body["approval"]["by"] == "bob@corp"
+
+
+def test_approve_is_409_for_a_run_that_is_not_waiting() -> None:
+    from shared.pipeline.control import request_cancel
+    from tests.support.app import text_examples
+
+    h, waiting = _waiting()
+    request_cancel(h.services, waiting)
+    canceled = _approve(h, waiting)
+    assert canceled.status == 409 and "is CANCELED" in canceled.body["detail"]
+    h.configure(max_run_cost=None)
+    from tests.support.fakes import accept
+
+    # No limit now: another upload goes straight to training.
+    other = accept(h, "other.jsonl", text_examples(20, "standup"))
+    answer = _approve(h, other)
+    assert answer.status == 409 and answer.media_type == "application/problem+json"
+    assert answer.body["type"] == api.PROBLEM_TYPE + "not-allowed-now"
+    assert "is TRAINING: only runs in AWAITING_APPROVAL" in answer.body["detail"]
+    assert h.ledger.run(other).approval == {}
+
+
+@pytest.mark.parametrize("run_id", ["ft-000000000000-00000000", "../x", "x" * 200])
+def test_approve_is_404_for_an_unknown_run(run_id: str) -> None:
+    h, _ = _waiting()
+    answer = _approve(h, run_id)
+    assert answer.status == 404 and answer.body["type"] == api.PROBLEM_TYPE + "run-not-found"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"by": ""}', "by"),
+        (b'{"by": 7}', "by"),
+        (b'{"by": "' + b"x" * 201 + b'"}', "by"),
+        (b'{"who": "alice"}', "who"),
+        (b"[1]", ""),
+        (b"{nope", ""),
+    ],
+)
+def test_approve_bodies_are_checked_before_anything_is_recorded(body: bytes, field: str) -> None:
+    h, run_id = _waiting()
+    answer = _approve(h, run_id, body)
+    assert answer.status == 400 and field in answer.field_errors()
+    assert h.ledger.run(run_id).state is RunState.AWAITING_APPROVAL
+
+
+def test_approve_body_rules() -> None:
+    assert api.parse_approve(b"") == "" and api.parse_approve(b"  \n") == ""
+    assert api.parse_approve(b"{}") == ""
+    assert api.parse_approve(b'{"by": "  carol  "}') == "carol"
+    with pytest.raises(api.RequestInvalid) as caught:
+        api.parse_approve(b'{"by": "\\ud800"}')
+    assert caught.value.kind == "not-unicode"

@@ -32,6 +32,7 @@ def host(host_settings: dict[str, str], tmp_path: Path) -> Iterator[FunctionsHos
         ("GET", "runs/ft-x"),
         ("POST", "runs/ft-x/cancel"),
         ("POST", "runs/ft-x/retry"),
+        ("POST", "runs/ft-x/approve"),
     ],
 )
 def test_keyed_routes_refuse_a_missing_or_wrong_key(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 from shared.domain.azureml import DeploymentView, EndpointView, JobView, ModelView
 from shared.domain.decide import Action, Observed, Policy, decide
@@ -231,3 +232,125 @@ def test_promotion_reissues_a_traffic_change_that_did_not_stick() -> None:
 def test_terminal_runs_need_no_decision() -> None:
     live = _run(RunState.PROMOTING).moved_to(RunState.LIVE, NOW)
     assert decide(live, Observed(), POLICY).actions == ()
+
+
+# -- the budget: AWAITING_APPROVAL -----------------------------------------------------------
+
+BUDGET = dataclasses.replace(POLICY, max_run_cost=10.0, approval_deadline_seconds=24 * 3600.0)
+EXPENSIVE = {"total": 42.5, "currency": "USD", "gpu_hours": 9.5, "missing": []}
+APPROVAL = {"by": "alice", "at": "2026-11-29T10:00:00+00:00", "key": "0123456789ab"}
+
+
+def _registering(plan: dict[str, Any], **fields: Any) -> Run:
+    run = Run.new("ft-x", DATASET, NOW, sha256="a" * 64, plan=plan)
+    run = run.moved_to(RunState.REGISTERING_DATA, NOW)
+    return dataclasses.replace(run, **fields)
+
+
+def _held(**fields: Any) -> Run:
+    run = _registering(EXPENSIVE).moved_to(RunState.AWAITING_APPROVAL, NOW, "over budget")
+    return dataclasses.replace(run, **fields)
+
+
+def test_a_run_over_budget_waits_for_approval_with_nothing_claimed_or_spent() -> None:
+    decision = decide(_registering(EXPENSIVE), Observed(job=None), BUDGET, NOW)
+    assert decision.state is RunState.AWAITING_APPROVAL
+    assert decision.actions == ()  # no endpoint claimed, no data asset, no job
+    assert decision.changes.endpoint is None
+    assert decision.detail == (
+        "over budget: estimated 42.50 USD (9.5 GPU-hours to train), MAX_RUN_COST 10.00; "
+        "waiting for approval (POST /api/runs/ft-x/approve)"
+    )
+
+
+def test_a_run_within_budget_or_without_a_limit_goes_straight_on() -> None:
+    cheap = _registering({**EXPENSIVE, "total": 9.99})
+    assert decide(cheap, Observed(job=None), BUDGET, NOW).state is RunState.TRAINING
+    expensive = _registering(EXPENSIVE)
+    assert decide(expensive, Observed(job=None), POLICY, NOW).state is RunState.TRAINING
+
+
+def test_an_unknown_cost_is_held_when_there_is_a_limit() -> None:
+    unknown = _registering({"total": None, "missing": ["TRAINING_TOKENS_PER_SECOND"]})
+    decision = decide(unknown, Observed(job=None), BUDGET, NOW)
+    assert decision.state is RunState.AWAITING_APPROVAL and decision.actions == ()
+    assert "cost unknown (missing: TRAINING_TOKENS_PER_SECOND)" in decision.detail
+    no_plan = _registering({})  # recorded before plans existed
+    assert decide(no_plan, Observed(job=None), BUDGET, NOW).state is RunState.AWAITING_APPROVAL
+
+
+def test_an_approved_run_over_budget_is_not_held_again() -> None:
+    approved = _registering(EXPENSIVE, approval=APPROVAL)
+    decision = decide(approved, Observed(job=None), BUDGET, NOW)
+    assert decision.state is RunState.TRAINING
+    assert decision.actions == (Action.CREATE_ENDPOINT, Action.PREPARE_DATA, Action.SUBMIT_JOB)
+
+
+def test_a_job_already_submitted_is_adopted_not_held() -> None:
+    # Spending already: holding the run would leave the job running unwatched.
+    observed = Observed(JobView("ft-x", "Running"))
+    decision = decide(_registering(EXPENSIVE), observed, BUDGET, NOW)
+    assert decision.state is RunState.TRAINING and decision.actions == (Action.PREPARE_DATA,)
+
+
+def test_a_waiting_run_looks_again_within_the_hour_and_does_nothing() -> None:
+    later = NOW + dt.timedelta(hours=3)
+    decision = decide(_held(), Observed(), BUDGET, later)
+    assert decision.state is None and decision.actions == ()
+    assert decision.recheck_seconds == 3600.0
+    assert decision.changes.activity == "waiting for approval"
+    # Close to the deadline, it looks again at the deadline.
+    near = NOW + dt.timedelta(hours=23, minutes=50)
+    assert decide(_held(), Observed(), BUDGET, near).recheck_seconds == 600.0
+
+
+def test_an_approved_run_goes_back_to_registering_saying_who_and_when() -> None:
+    decision = decide(_held(approval=APPROVAL), Observed(), BUDGET, NOW)
+    assert decision.state is RunState.REGISTERING_DATA and decision.actions == ()
+    assert decision.detail == "approved by alice at 2026-11-29T10:00:00+00:00"
+    claimed = _held(approval={**APPROVAL, "by": "unknown", "claimed_by": "bob"})
+    assert decide(claimed, Observed(), BUDGET, NOW).detail.startswith(
+        "approved by unknown (says bob)"
+    )
+
+
+def test_a_raised_limit_lets_a_waiting_run_go_on() -> None:
+    raised = dataclasses.replace(BUDGET, max_run_cost=50.0)
+    decision = decide(_held(), Observed(), raised, NOW)
+    assert decision.state is RunState.REGISTERING_DATA
+    assert decision.detail.startswith("within budget now: estimated 42.50 USD")
+
+
+def test_a_cancel_ends_a_waiting_run_with_nothing_to_stop() -> None:
+    decision = decide(_held(cancel_requested=True), Observed(), BUDGET, NOW)
+    assert decision.state is RunState.CANCELED and decision.actions == ()
+    assert decision.detail == "canceled on request"
+
+
+def test_a_run_not_approved_by_the_deadline_is_canceled() -> None:
+    late = NOW + dt.timedelta(hours=24)
+    decision = decide(_held(), Observed(), BUDGET, late)
+    assert decision.state is RunState.CANCELED and decision.actions == ()
+    assert decision.detail == (
+        "gave up after 24h in AWAITING_APPROVAL (deadline 24h, APPROVAL_DEADLINE_HOURS): "
+        "still waiting for approval; canceled, nothing was trained"
+    )
+    assert decision.changes.last_error and "APPROVAL_DEADLINE_HOURS" in decision.changes.last_error
+    # Approved just in time: approval wins over the deadline.
+    approved = decide(_held(approval=APPROVAL), Observed(), BUDGET, late)
+    assert approved.state is RunState.REGISTERING_DATA
+
+
+def test_a_retry_keeps_the_approval_and_is_not_held_again() -> None:
+    failed = _registering(EXPENSIVE, approval=APPROVAL)
+    failed = failed.moved_to(RunState.TRAINING, NOW).moved_to(RunState.TRAINING_FAILED, NOW)
+    retried = failed.retried(NOW)
+    assert retried.state is RunState.REGISTERING_DATA and retried.approval == APPROVAL
+    assert decide(retried, Observed(job=None), BUDGET, NOW).state is RunState.TRAINING
+
+
+def test_a_run_that_failed_while_waiting_retries_from_registering() -> None:
+    failed = _held().moved_to(RunState.FAILED, NOW, "boom")
+    assert failed.resume_state() is RunState.REGISTERING_DATA
+    retried = failed.retried(NOW)
+    assert decide(retried, Observed(job=None), BUDGET, NOW).state is RunState.AWAITING_APPROVAL
