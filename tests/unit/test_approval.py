@@ -41,8 +41,8 @@ def test_intake_plans_the_run_and_holds_it_before_anything_is_created(h: Harness
     run = h.ledger.run(run_id)
 
     assert run.plan["over_budget"] is True and run.plan["missing"] == []
-    assert run.plan["tokens_source"] == "estimated_tokens x epochs"
-    assert run.plan["training_tokens"] == run.validation["estimated_tokens"]  # 1 epoch
+    assert run.plan["tokens_source"] == "tokens.training_tokens"  # the tokenizer's count
+    assert run.plan["training_tokens"] == run.validation["tokens"]["total"]  # 1 epoch
     assert run.plan["total"] > 0.01 and run.plan["max_run_cost"] == 0.01
     assert run.activity == "waiting for approval" and run.endpoint == ""
     # Nothing in the workspace: no endpoint claimed, no data asset, no job.
