@@ -95,7 +95,7 @@ def test_an_expensive_run_waits_for_approval_and_goes_live_once_approved(
         plan = held["plan"]
         assert plan["over_budget"] is True and plan["missing"] == []
         assert plan["total"] > 0.01 and plan["max_run_cost"] == 0.01
-        assert plan["tokens_source"] in ("tokens.training_tokens", "estimated_tokens x epochs")
+        assert plan["tokens_source"] == "tokens.training_tokens"  # the tokenizer's count
         assert plan["deployment_cost_per_hour"] == 4.0
         # Nothing spent: no job, no data asset, no endpoint claimed.
         assert _in_workspace(emulator_admin, run_id, endpoint) == {
