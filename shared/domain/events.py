@@ -8,8 +8,9 @@ id and subscribers can drop duplicates: delivery is at least once, because a
 publisher that fails raises and the caller publishes the same entries later.
 
 An event's ``data`` describes the run as it is when the events are built (job,
-model, endpoint, last error), with the entry's own state and detail; the
-envelope's ``time`` is when the run entered that state.
+model, endpoint, last error, the evaluation's scores and verdict without its
+texts), with the entry's own state and detail; the envelope's ``time`` is when
+the run entered that state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.domain.evaluation import for_event
 from shared.domain.runs import Run
 
 EVENT_TYPE_PREFIX = "FinetuneAutopilot.Run."
@@ -92,6 +94,7 @@ def events_for(run: Run, since_index: int) -> list[LifecycleEvent]:
                     "deployment": run.deployment,
                     "summary": entry.detail,
                     "last_error": run.last_error,
+                    "evaluation": for_event(run.evaluation),
                 },
             )
         )
