@@ -19,8 +19,8 @@ function timeout:
 - a 429 or 503 is not an answer: no request goes to the endpoint until its
   ``Retry-After`` (1 s without one) has passed, and the example is asked again,
   in this step if the wait fits, else on a later tick (the record's
-  ``retry_after`` tells ``decide`` how long to wait). After ``EVAL_MAX_TRIES``
-  throttled tries it counts as an error (the judge's ``EVAL_MAX_ERROR_FRACTION``).
+  ``retry_after`` tells ``decide`` how long to wait), at most ``EVAL_MAX_TRIES``
+  times; throttled once more, it counts as an error (``EVAL_MAX_ERROR_FRACTION``).
 
 Any other failure (HTTP error, timeout, an unusable body) is that example's
 answer: an error, scored 0. A champion that fails does not block the
@@ -201,7 +201,7 @@ def _answer(
     previous: dict[str, Any] | None,
     tokenizer: str,
     gate: _Gate,
-    max_tries: int,
+    max_retries: int,
 ) -> dict[str, Any] | None:
     """One side's answer to one example: a final entry, a throttled one to ask again
     later, or ``previous`` (None if never asked) when the step has no time left."""
@@ -213,7 +213,7 @@ def _answer(
         if answer.status in THROTTLED:
             wait = DEFAULT_RETRY_AFTER if answer.retry_after is None else answer.retry_after
             gate.hold(wait)
-            if tries < max_tries:
+            if tries <= max_retries:
                 entry = {
                     "tries": tries,
                     "status": answer.status,
