@@ -1,9 +1,13 @@
 """``make run`` / ``make demo``: the whole product on one machine.
 
 Starts Azurite, the Azure ML emulator and the local Functions host (a separate
-process running ``function_app.py``'s own triggers), uploads the sample dialog-summarization
-dataset, and shows the run state by state with timings until it is LIVE; then
-asks the deployed model the notebook's own question.
+process running ``function_app.py``'s own triggers), uploads two training sets
+cut from the sample dialog-summarization dataset (its first 32 training
+examples, then all 324), each after the same held-out validation file, and
+shows both runs state by state with timings: the first model goes LIVE by the
+evaluation floor, the second is evaluated against it and takes over. Then it
+prints the verdict with both scores and asks the deployed model the
+notebook's own question.
 
     python -m local.demo            # make demo: exit 0 once LIVE, non-zero otherwise
     python -m local.demo --serve    # make run: then keep serving until Ctrl-C
@@ -20,6 +24,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azureml_emulator import AzureMLEmulator
 from local.azurite import Azurite
+from local.demo import make_dataset
 from local.functions_host import FunctionsHost
 from local.ports import free_port
 
@@ -65,6 +71,7 @@ def app_settings(
         "JOB_POLL_SECONDS": "2",
         "DEPLOY_POLL_SECONDS": "1",
         "SMOKE_PROMPT_COUNT": "3",
+        "EVAL_FLOOR_ROUGE_L": "0.5",
         "EVENTS_TOPIC_ENDPOINT": emulator.topic_endpoint,
         "EVENTS_TOPIC_KEY": emulator.topic_key,
         "FUNCTIONS_HOST_FUNCTION_KEY": keys["function"],
@@ -87,8 +94,15 @@ def say(clock: Clock, text: str) -> None:
     print(f"{clock.stamp()} {text}", flush=True)
 
 
-def watch(clock: Clock, api: str, key: str, run_id: str) -> dict[str, Any]:
-    """Print each state and activity change of the run until it ends; returns the record."""
+def watch(
+    clock: Clock,
+    api: str,
+    key: str,
+    run_id: str,
+    on_state: Callable[[str], None] = lambda state: None,
+) -> dict[str, Any]:
+    """Print each state and activity change of the run until it ends (calling
+    ``on_state`` with each new state); returns the record."""
     last_state, last_activity = "", ""
     entered = time.monotonic()
     deadline = time.monotonic() + TIMEOUT_SECONDS
@@ -104,6 +118,7 @@ def watch(clock: Clock, api: str, key: str, run_id: str) -> dict[str, Any]:
             detail = run["timeline"][-1]["detail"].splitlines()[0] if run["timeline"] else ""
             say(clock, f"{state:<16} {detail}{took}")
             last_state, last_activity, entered = state, "", time.monotonic()
+            on_state(state)
         if activity and activity != last_activity and state == last_state:
             say(clock, f"{'':<16} ... {activity}")
             last_activity = activity
@@ -204,13 +219,32 @@ def demo(
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
     with contextlib.suppress(Exception):
         blobs.create_container(CONTAINER)
-    data = DATASET.read_bytes()
-    blobs.get_blob_client(CONTAINER, DATASET.name).upload_blob(data, overwrite=True)
-    say(clock, f"uploaded {DATASET.name} ({len(data.splitlines())} examples) to {CONTAINER}/")
-    run_id = wait_for_run(api, keys["function"])
+    training, validation = make_dataset.held_out(make_dataset.records())
+    key = keys["function"]
+    # A small model first (the endpoint's first: judged against the floor)...
+    upload(clock, blobs, "dialogsum-small.jsonl", training[:32], validation)
+    first_id = wait_for_run(api, key, "dialogsum-small.jsonl")
+    say(clock, f"run {first_id}")
+    uploaded: list[str] = []
+
+    def then_the_full_set(state: str) -> None:
+        # ...and, once its job is done, the whole training set, which trains meanwhile
+        # and is evaluated against it.
+        if state == "DEPLOYING" and not uploaded:
+            upload(clock, blobs, DATASET.name, training, validation)
+            uploaded.append(DATASET.name)
+
+    first = watch(clock, api, key, first_id, then_the_full_set)
+    print_evaluation(first)
+    if first["state"] != "LIVE":
+        print(f"Run {first_id} ended {first['state']}: {first.get('last_error')}", flush=True)
+        return 1
+    if not uploaded:
+        upload(clock, blobs, DATASET.name, training, validation)
+    run_id = wait_for_run(api, key, DATASET.name)
     say(clock, f"run {run_id}")
-    run = watch(clock, api, keys["function"], run_id)
-    print(flush=True)
+    run = watch(clock, api, key, run_id)
+    print_evaluation(run)
     if run["state"] != "LIVE":
         print(f"Run {run_id} ended {run['state']}: {run.get('last_error')}", flush=True)
         return 1
@@ -228,14 +262,57 @@ def demo(
     return 0
 
 
-def wait_for_run(api: str, key: str) -> str:
+def upload(
+    clock: Clock,
+    blobs: BlobServiceClient,
+    name: str,
+    training: list[dict[str, str]],
+    validation: list[dict[str, str]],
+) -> None:
+    """The held-out validation file first (so the app uses it), then the training set."""
+    sibling = name.removesuffix(".jsonl") + ".validation.jsonl"
+    held_out = "".join(map(make_dataset.line, validation)).encode()
+    blobs.get_blob_client(CONTAINER, sibling).upload_blob(held_out, overwrite=True)
+    data = "".join(map(make_dataset.line, training)).encode()
+    blobs.get_blob_client(CONTAINER, name).upload_blob(data, overwrite=True)
+    say(
+        clock,
+        f"uploaded {name} ({len(training)} examples, held out: {sibling}, "
+        f"{len(validation)}) to {CONTAINER}/",
+    )
+
+
+def print_evaluation(run: dict[str, Any]) -> None:
+    """The evaluation's verdict, with both scores when there was a champion."""
+    record = run.get("evaluation") or {}
+    if "verdict" not in record:
+        return
+    challenger, champion = record["challenger"], record.get("champion") or {}
+    verdict = "promoted" if record["verdict"] == "promote" else "rolled back"
+    if record["judged_by"] == "champion":
+        low, high = record["ci"]
+        line = (
+            f"challenger {challenger['rouge_l']:.2f} vs champion {champion['rouge_l']:.2f} "
+            f"({champion['deployment']}), delta {record['delta']:+.2f} [{low:.2f}, {high:.2f}]"
+        )
+    else:
+        line = f"challenger {challenger['rouge_l']:.2f} against the floor {record['floor']:.2f}"
+    print(
+        f"\nEvaluation ({record['examples']} held-out examples, ROUGE-L F): {line}: {verdict}\n",
+        flush=True,
+    )
+
+
+def wait_for_run(api: str, key: str, dataset: str) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         response = requests.get(f"{api}/runs", headers={"x-functions-key": key}, timeout=10)
-        if response.ok and response.json()["runs"]:
-            return str(response.json()["runs"][0]["run_id"])
+        runs = response.json()["runs"] if response.ok else []
+        found = [r for r in runs if r.get("dataset_name") == dataset]
+        if found:
+            return str(found[0]["run_id"])
         time.sleep(0.5)
-    raise TimeoutError("the blob trigger did not start a run within 60s")
+    raise TimeoutError(f"the blob trigger did not start a run for {dataset} within 60s")
 
 
 def print_help(settings: dict[str, str], api: str, keys: dict[str, str]) -> None:

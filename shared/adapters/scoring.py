@@ -13,7 +13,8 @@ is trusted) is honoured because a session merges the environment's settings.
 
 Never raises for what the service does: HTTP errors, timeouts, connection
 failures and unparsable bodies all come back as an :class:`Answer` whose
-``status`` and ``error`` say what happened (``status`` 0: no response).
+``status`` and ``error`` say what happened (``status`` 0: no response); a 429
+or 503 carries the ``Retry-After`` it was given, in seconds.
 """
 
 from __future__ import annotations
@@ -76,7 +77,14 @@ class HttpScorer:
             )
             return Answer(404, "", latency_ms, {}, error)
         if response.status_code != 200:
-            return Answer(response.status_code, "", latency_ms, {}, _excerpt(response.text))
+            retry_after = (
+                _retry_after(response.headers.get("Retry-After"))
+                if response.status_code in (429, 503)
+                else None
+            )
+            return Answer(
+                response.status_code, "", latency_ms, {}, _excerpt(response.text), retry_after
+            )
         try:
             body = response.json()
         except ValueError:
@@ -180,6 +188,15 @@ def _usage(body: object) -> dict[str, int]:
         for name in USAGE_FIELDS
         if isinstance(value := usage.get(name), int) and not isinstance(value, bool)
     }
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; None when absent or an HTTP date (not used by Azure ML)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _elapsed_ms(started: float) -> float:

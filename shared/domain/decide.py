@@ -24,8 +24,12 @@ The rollout, state by state::
                       deployment Succeeded                 -> SMOKE_TESTING
                       endpoint or deployment Failed, or
                       past the deploy deadline             -> DEPLOY_FAILED (ours removed)
-    SMOKE_TESTING     smoke passed: shift traffic          -> PROMOTING
+    SMOKE_TESTING     smoke passed                         -> EVALUATING
                       smoke failed: remove ours            -> ROLLED_BACK
+    EVALUATING        answers so far recorded, until all are in; then
+                      judged (``evaluation.judge``):
+                      promote: shift traffic               -> PROMOTING
+                      roll back: remove ours               -> ROLLED_BACK
     PROMOTING         traffic applied: retire previous     -> LIVE
                       traffic stuck past the deadline      -> FAILED
 
@@ -54,6 +58,7 @@ from shared.domain.azureml import (
     JobView,
     ModelView,
 )
+from shared.domain.evaluation import Criteria, answered, complete, judge
 from shared.domain.plan import describe, over_budget
 from shared.domain.runs import CANCELLABLE, Run, RunState
 from shared.domain.smoke import SmokeOutcome
@@ -81,6 +86,7 @@ class Observed:
     deployment_error: str = ""  # the service's reason, when our deployment Failed
     holder: str | None = None  # run holding the endpoint's rollout lock
     smoke: SmokeOutcome | None = None
+    evaluation: Mapping[str, Any] | None = None  # the progress record, after a scoring step
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class Policy:
     deploy_deadline_seconds: float = 180 * 60.0
     max_run_cost: float | None = None  # None: never hold a run for approval
     approval_deadline_seconds: float = 168 * 3600.0
+    evaluation: Criteria = field(default_factory=Criteria)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class RunPatch:
     model_id: str | None = None
     previous_deployments: Mapping[str, int] | None = None
     smoke: Mapping[str, Any] | None = None
+    evaluation: Mapping[str, Any] | None = None
     last_error: str | None = None
 
     def fields(self) -> dict[str, Any]:
@@ -152,6 +160,8 @@ def decide(
         decision = _deploying(run, observed, policy)
     elif run.state is RunState.SMOKE_TESTING:
         decision = _smoke_testing(run, observed, policy)
+    elif run.state is RunState.EVALUATING:
+        decision = _evaluating(run, observed, policy)
     elif run.state is RunState.PROMOTING:
         decision = _promoting(run, observed, policy)
     else:
@@ -167,6 +177,7 @@ _DEADLINE_SETTING = {
     RunState.TRAINING: ("TRAINING_DEADLINE_HOURS", 3600.0, "h"),
     RunState.DEPLOYING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
     RunState.SMOKE_TESTING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
+    RunState.EVALUATING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
     RunState.PROMOTING: ("DEPLOY_DEADLINE_MINUTES", 60.0, " min"),
 }
 
@@ -411,11 +422,12 @@ def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
     if smoke is None:
         return _wait("smoke testing", policy.deploy_poll_seconds)
     if smoke.passed:
+        against = max(run.previous_deployments.items(), key=lambda item: item[1], default=None)
         return Decision(
-            actions=(Action.SHIFT_TRAFFIC,),
-            state=RunState.PROMOTING,
-            detail=f"smoke test passed ({len(smoke.results)} prompts); shifting traffic",
-            changes=RunPatch(smoke=smoke.to_dict(), activity="shifting traffic"),
+            state=RunState.EVALUATING,
+            detail=f"smoke test passed ({len(smoke.results)} prompts); evaluating against "
+            + (f"champion {against[0]}" if against else "the floor (first model)"),
+            changes=RunPatch(smoke=smoke.to_dict(), evaluation={}, activity="evaluating"),
         )
     actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
     return Decision(
@@ -423,6 +435,40 @@ def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
         state=RunState.ROLLED_BACK,
         detail=f"smoke test failed: {smoke.reason}",
         changes=RunPatch(smoke=smoke.to_dict(), last_error=f"smoke test failed: {smoke.reason}"),
+    )
+
+
+def _evaluating(run: Run, observed: Observed, policy: Policy) -> Decision:
+    deployment, progress = observed.deployment, observed.evaluation
+    if deployment is None or deployment.provisioning_state != SUCCEEDED:
+        state = deployment.provisioning_state if deployment else "gone"
+        reason = f"deployment {run.deployment} is {state} while being evaluated"
+        return Decision(
+            state=RunState.DEPLOY_FAILED, detail=reason, changes=RunPatch(last_error=reason)
+        )
+    if progress is None:
+        return _wait("evaluating", policy.deploy_poll_seconds)
+    if not complete(progress):
+        done, wanted = answered(progress)
+        # Throttled answers are asked again no sooner than the service said.
+        return Decision(
+            changes=RunPatch(evaluation=progress, activity=f"evaluating: {done} of {wanted}"),
+            recheck_seconds=float(progress.get("retry_after") or 0.0),
+        )
+    record = judge(progress, policy.evaluation)
+    detail = f"evaluation: {record['reason']}"
+    if record["verdict"] == "promote":
+        return Decision(
+            actions=(Action.SHIFT_TRAFFIC,),
+            state=RunState.PROMOTING,
+            detail=detail + "; shifting traffic",
+            changes=RunPatch(evaluation=record, activity="shifting traffic"),
+        )
+    return Decision(
+        actions=() if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,),
+        state=RunState.ROLLED_BACK,
+        detail=detail,
+        changes=RunPatch(evaluation=record, last_error=detail),
     )
 
 

@@ -8,10 +8,11 @@ id and subscribers can drop duplicates: delivery is at least once, because a
 publisher that fails raises and the caller publishes the same entries later.
 
 An event's ``data`` describes the run as it is when the events are built (job,
-model, endpoint, last error), with the entry's own state and detail; the
-envelope's ``time`` is when the run entered that state. A run with a
-preflight plan carries it (``plan``: the event of AWAITING_APPROVAL says why the
-run waits), and an approved run who approved it and when (``approval``).
+model, endpoint, last error, the evaluation's scores and verdict without its
+texts), with the entry's own state and detail; the envelope's ``time`` is when
+the run entered that state. A run with a preflight plan carries it (``plan``:
+the event of AWAITING_APPROVAL says why the run waits), and an approved run who
+approved it and when (``approval``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.domain.evaluation import for_event
 from shared.domain.runs import Run
 
 EVENT_TYPE_PREFIX = "FinetuneAutopilot.Run."
@@ -88,6 +90,7 @@ def events_for(run: Run, since_index: int) -> list[LifecycleEvent]:
             "deployment": run.deployment,
             "summary": entry.detail,
             "last_error": run.last_error,
+            "evaluation": for_event(run.evaluation),
         }
         if run.plan:
             data["plan"] = dict(run.plan)

@@ -10,8 +10,10 @@ which refuses any transition not in ``TRANSITIONS``::
     AWAITING_APPROVAL -> REGISTERING_DATA (approved) | CANCELED (asked, or too late)
     TRAINING -> TRAINING_FAILED | CANCELED | DEPLOYING
     DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING (new deployment up, at 0% traffic)
-    SMOKE_TESTING -> PROMOTING (smoke passed, traffic shifting) | ROLLED_BACK
+    SMOKE_TESTING -> EVALUATING (smoke passed) | ROLLED_BACK
                    | DEPLOY_FAILED (the deployment vanished or failed first)
+    EVALUATING -> PROMOTING (judged no worse than the champion, or above the floor;
+                  traffic shifting) | ROLLED_BACK | DEPLOY_FAILED
     PROMOTING -> LIVE (serving 100%, previous deployment retired) | ROLLED_BACK
     any active state -> FAILED (a permanent error) | CANCELED
 
@@ -42,6 +44,7 @@ class RunState(StrEnum):
     DEPLOYING = "DEPLOYING"
     DEPLOY_FAILED = "DEPLOY_FAILED"
     SMOKE_TESTING = "SMOKE_TESTING"
+    EVALUATING = "EVALUATING"
     PROMOTING = "PROMOTING"
     LIVE = "LIVE"
     ROLLED_BACK = "ROLLED_BACK"
@@ -65,6 +68,9 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
     # The deployment can vanish or fail before its smoke test: a failed deployment.
     RunState.SMOKE_TESTING: frozenset(
+        {RunState.EVALUATING, RunState.ROLLED_BACK, RunState.DEPLOY_FAILED, *_ANY_ACTIVE}
+    ),
+    RunState.EVALUATING: frozenset(
         {RunState.PROMOTING, RunState.ROLLED_BACK, RunState.DEPLOY_FAILED, *_ANY_ACTIVE}
     ),
     RunState.PROMOTING: frozenset({RunState.LIVE, RunState.ROLLED_BACK, *_ANY_ACTIVE}),
@@ -86,6 +92,7 @@ CANCELLABLE = frozenset(
         RunState.TRAINING,
         RunState.DEPLOYING,
         RunState.SMOKE_TESTING,
+        RunState.EVALUATING,
     }
 )
 
@@ -154,6 +161,8 @@ class Run:
     endpoint: str = ""
     deployment: str = ""
     smoke: Mapping[str, Any] = field(default_factory=dict)
+    # Champion/challenger scores: progress while EVALUATING, then the verdict.
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
     duplicate_of: str = ""
     previous_deployments: Mapping[str, int] = field(default_factory=dict)
     # The preflight plan (``shared.domain.plan``), computed at intake.
@@ -264,7 +273,7 @@ class Run:
         if resume is RunState.REGISTERING_DATA:
             changes.update(job_name=fresh, job_status="", model_name="", model_id="")
         else:
-            changes.update(deployment=fresh, smoke={}, previous_deployments={})
+            changes.update(deployment=fresh, smoke={}, evaluation={}, previous_deployments={})
         return dataclasses.replace(
             self,
             state=resume,

@@ -109,6 +109,16 @@ class Settings:
     smoke_min_similarity: float = 0.0
     smoke_timeout_seconds: float = 60.0
     smoke_max_tokens: int = 200
+    # Evaluation gate (champion/challenger)
+    eval_examples: int = 50
+    eval_min_examples: int = 20
+    eval_margin: float = 0.02
+    eval_floor_rouge_l: float = 0.2
+    eval_max_error_fraction: float = 0.1
+    eval_concurrency: int = 4
+    eval_step_seconds: float = 120.0
+    eval_max_tokens: int = 256
+    eval_max_tries: int = 3
     # Reconciler
     # Runs a sweep reconciles at once. A sweep mostly waits (one Azure ML request per
     # due run): at 8, 1,000 idle runs take about 1,000 x 60 ms / 8 = 8 s. Not above
@@ -309,7 +319,8 @@ def default_endpoint_name(subscription_id: str, resource_group: str, workspace: 
 
 
 def _deployment(r: _Reader, endpoint_default: str) -> dict[str, Any]:
-    """Settings of the completion path: endpoint, deployment, smoke test, events."""
+    """Settings of the completion path: endpoint, deployment, smoke test, evaluation,
+    events."""
     route = r.text("SMOKE_ROUTE", "/completions")
     if route not in SCORING_ROUTES:
         r.problems.append(
@@ -352,6 +363,15 @@ def _deployment(r: _Reader, endpoint_default: str) -> dict[str, Any]:
         "smoke_min_similarity": r.number("SMOKE_MIN_SIMILARITY", 0.0, 0.0, 1.0, False),
         "smoke_timeout_seconds": r.number("SMOKE_TIMEOUT_SECONDS", 60.0, 1.0, 230.0, False),
         "smoke_max_tokens": int(r.number("SMOKE_MAX_TOKENS", 200, 1, 4096, True)),
+        "eval_examples": int(r.number("EVAL_EXAMPLES", 50, 1, 500, True)),
+        "eval_min_examples": int(r.number("EVAL_MIN_EXAMPLES", 20, 1, 500, True)),
+        "eval_margin": r.number("EVAL_MARGIN", 0.02, 0.0, 1.0, False),
+        "eval_floor_rouge_l": r.number("EVAL_FLOOR_ROUGE_L", 0.2, 0.0, 1.0, False),
+        "eval_max_error_fraction": r.number("EVAL_MAX_ERROR_FRACTION", 0.1, 0.0, 1.0, False),
+        "eval_concurrency": int(r.number("EVAL_CONCURRENCY", 4, 1, 32, True)),
+        "eval_step_seconds": r.number("EVAL_STEP_SECONDS", 120.0, 1.0, 480.0, False),
+        "eval_max_tokens": int(r.number("EVAL_MAX_TOKENS", 256, 1, 4096, True)),
+        "eval_max_tries": int(r.number("EVAL_MAX_TRIES", 3, 1, 20, True)),
         "reconcile_concurrency": int(r.number("RECONCILE_CONCURRENCY", 8, 1, 32, True)),
         "max_attempts": int(r.number("MAX_ATTEMPTS", 20, 1, 1000, True)),
         "job_poll_seconds": r.number("JOB_POLL_SECONDS", 60.0, 0.0, 3600.0, False),

@@ -83,6 +83,8 @@ class Answer:
     """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` when given."""
     error: str = ""
     """Why there is no usable answer (HTTP body excerpt, timeout...); empty if usable."""
+    retry_after: float | None = None
+    """Seconds the service asked to wait (``Retry-After`` on a 429 or 503), if it did."""
 
 
 class Scorer(Protocol):
@@ -184,7 +186,7 @@ def prompts_from_lines(
     if count <= 0:
         return prompts
     for line in lines:
-        prompt = _prompt_from_line(line, prompt_field, completion_field)
+        prompt = prompt_from_line(line, prompt_field, completion_field)
         if prompt is None:
             continue
         prompts.append(prompt)
@@ -193,7 +195,8 @@ def prompts_from_lines(
     return prompts
 
 
-def _prompt_from_line(line: bytes, prompt_field: str, completion_field: str) -> SmokePrompt | None:
+def prompt_from_line(line: bytes, prompt_field: str, completion_field: str) -> SmokePrompt | None:
+    """One line of a validation split as a prompt (rules in ``prompts_from_lines``), or None."""
     try:
         record = json.loads(line.removeprefix(_BOM).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

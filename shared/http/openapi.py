@@ -288,6 +288,11 @@ def _run_schema() -> dict[str, Any]:
         "endpoint": _TEXT,
         "deployment": _TEXT,
         "smoke": {**obj, "description": "The smoke test's prompts, answers and verdict"},
+        "evaluation": {
+            **obj,
+            "description": "Champion/challenger evaluation: progress, then both scores, the"
+            " delta's bootstrap interval, the verdict and per-example scores",
+        },
         "duplicate_of": _TEXT,
         "previous_deployments": {
             "type": "object",

@@ -1,10 +1,12 @@
 """What the reconciler looks at for a run, state by state (``gather``).
 
-A look only reads Azure, except in two states: DEPLOYING takes the endpoint's
-rollout lock (a ledger write) before it looks, and SMOKE_TESTING scores the
-new deployment's prompts. ``READ_ONLY_LOOKS`` names the states whose look is a
-plain read (the job, or the endpoint's traffic update): those the timer's
-sweep may look at before it leases the run (``shared/pipeline/reconciler.py``).
+A look only reads Azure, except in three states: DEPLOYING takes the endpoint's
+rollout lock (a ledger write) before it looks, SMOKE_TESTING scores the new
+deployment's prompts, and EVALUATING scores the eval set on the new and the
+live deployment for at most ``EVAL_STEP_SECONDS`` (``shared/pipeline/evaluation.py``).
+``READ_ONLY_LOOKS`` names the states whose look is a plain read (the job, or
+the endpoint's traffic update): those the timer's sweep may look at before it
+leases the run (``shared/pipeline/reconciler.py``).
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from shared.datasets import iter_lines
 from shared.domain.azureml import JOB_FAILED, SUCCEEDED
 from shared.domain.decide import Observed
 from shared.domain.errors import PermanentError
 from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
 from shared.domain.smoke import (
-    ScoringTarget,
     SmokeCriteria,
     SmokeOutcome,
     SmokePrompt,
     conclude,
-    is_chat_route,
-    is_mlflow_route,
     judge,
     prompts_from_lines,
 )
+from shared.pipeline.evaluation import evaluate_step, scoring_target
+from shared.pipeline.splits import validation_lines
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,14 @@ def gather(services: Services, run: Run) -> Observed:
         if up and endpoint is not None and not run.cancel_requested:
             smoke = _smoke_test(services, run, endpoint.scoring_uri)
         return Observed(endpoint=endpoint, deployment=deployment, smoke=smoke)
+    if run.state is RunState.EVALUATING:
+        endpoint = azureml.get_endpoint(run.endpoint)
+        deployment = azureml.get_deployment(run.endpoint, run.deployment)
+        evaluation = None
+        up = endpoint is not None and deployment and deployment.provisioning_state == SUCCEEDED
+        if up and endpoint is not None and not run.cancel_requested:
+            evaluation = evaluate_step(services, run, endpoint.scoring_uri)
+        return Observed(endpoint=endpoint, deployment=deployment, evaluation=evaluation)
     if run.state is RunState.PROMOTING:
         return Observed(endpoint=azureml.get_endpoint(run.endpoint))
     return Observed()
@@ -82,19 +90,7 @@ def gather(services: Services, run: Run) -> Observed:
 
 def _smoke_test(services: Services, run: Run, scoring_uri: str) -> SmokeOutcome:
     settings = services.settings
-    route = settings.smoke_route
-    chat = run.config.get("task") == "chat"
-    if chat and not is_chat_route(route) and not is_mlflow_route(route):
-        route = "/v1/chat/completions"  # a chat model has no text-completion route
-    target = ScoringTarget(
-        scoring_uri=scoring_uri,
-        key=services.azureml.endpoint_key(run.endpoint),
-        deployment=run.deployment,
-        route=route,
-        chat=chat,
-        timeout_seconds=settings.smoke_timeout_seconds,
-        max_tokens=settings.smoke_max_tokens,
-    )
+    target = scoring_target(services, run, scoring_uri, run.deployment, settings.smoke_max_tokens)
     criteria = SmokeCriteria(
         max_latency_ms=settings.smoke_max_latency_ms,
         min_similarity=settings.smoke_min_similarity,
@@ -112,17 +108,10 @@ def _smoke_prompts(services: Services, run: Run) -> list[SmokePrompt]:
     settings = services.settings
     if settings.smoke_prompts:
         return [SmokePrompt(prompt=p) for p in settings.smoke_prompts]
-    split = run.validation.get("split", {})
-    name = str(split.get("validation_name", ""))
-    # Runs split before the work container existed kept their parts in the dataset container.
-    in_work = split.get("validation_container", run.dataset.container) == services.work.container
-    store = services.work if in_work else services.store
-    info = store.info(name) if name else None
-    if info is None:
-        raise PermanentError(f"the validation split {name or '(none)'} is gone: no smoke prompts")
-    lines = (
-        line for _, line in iter_lines(store.chunks(name, info.etag), 1 << 24) if line is not None
-    )
+    lines = validation_lines(services.store, services.work, run)
+    name = str(run.validation.get("split", {}).get("validation_name", "")) or "(none)"
+    if lines is None:
+        raise PermanentError(f"the validation split {name} is gone: no smoke prompts")
     prompts = prompts_from_lines(
         lines, settings.smoke_prompt_count, settings.prompt_field, settings.completion_field
     )

@@ -52,6 +52,7 @@ from typing import Any
 from shared.domain.azureml import DeploymentSpec, JobSpec
 from shared.domain.decide import Action, Decision, Observed, Policy, decide
 from shared.domain.errors import AutopilotError, ConcurrencyConflict, PermanentError, RetryableError
+from shared.domain.evaluation import Criteria
 from shared.domain.events import events_for
 from shared.domain.ledger import StoredRun
 from shared.domain.ports import Services
@@ -90,6 +91,12 @@ def policy_of(services: Services) -> Policy:
         deploy_deadline_seconds=s.deploy_deadline_minutes * 60.0,
         max_run_cost=s.max_run_cost,
         approval_deadline_seconds=s.approval_deadline_hours * 3600.0,
+        evaluation=Criteria(
+            margin=s.eval_margin,
+            floor=s.eval_floor_rouge_l,
+            min_examples=s.eval_min_examples,
+            max_error_fraction=s.eval_max_error_fraction,
+        ),
     )
 
 
@@ -289,7 +296,7 @@ def _stop_what_it_started(services: Services, run: Run) -> None:
         if run.state is RunState.TRAINING:
             azureml.cancel_job(run.job_name or run.run_id)
         elif (
-            run.state in (RunState.DEPLOYING, RunState.SMOKE_TESTING)
+            run.state in (RunState.DEPLOYING, RunState.SMOKE_TESTING, RunState.EVALUATING)
             and run.deployment
             and not services.settings.keep_failed_deployment
         ):

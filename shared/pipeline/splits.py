@@ -207,3 +207,19 @@ def _existing(work: DatasetStore, names: dict[str, str], fraction: float) -> Par
 def _count(metadata: Any) -> int | None:
     raw = metadata.get("examples")
     return int(raw) if raw and str(raw).isdigit() else None
+
+
+def validation_lines(store: DatasetStore, work: DatasetStore, run: Run) -> Iterator[bytes] | None:
+    """The lines of the run's validation part, streamed (smoke prompts and the eval set
+    come from it); None if the run recorded none or it is gone. Runs split before the
+    work container existed kept their parts in the dataset container."""
+    split = run.validation.get("split", {})
+    name = str(split.get("validation_name", ""))
+    in_work = split.get("validation_container", run.dataset.container) == work.container
+    source = work if in_work else store
+    info = source.info(name) if name else None
+    if info is None:
+        return None
+    return (
+        line for _, line in iter_lines(source.chunks(name, info.etag), 1 << 24) if line is not None
+    )

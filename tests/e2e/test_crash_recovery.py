@@ -223,6 +223,18 @@ def _smoke_moment(crash: Crash, run_id: str) -> None:
     )
 
 
+def _evaluating_moment(crash: Crash, run_id: str) -> None:
+    crash.wait_for(run_id, "the smoke test", lambda run: run.state is RunState.SMOKE_TESTING)
+    crash.admin.fault_requests(
+        f"^POST /online/{crash.endpoint}/", latency_ms=SLOW_MS, kinds=["scoring"]
+    )  # each scoring request now takes seconds
+    crash.wait_for(
+        run_id,
+        "the evaluation to be under way",
+        lambda run: run.state is RunState.EVALUATING and _leased(run),
+    )
+
+
 def _promoting_prepare(crash: Crash) -> None:
     # Smoke prompts take a moment, so the traffic update is slowed before it starts.
     crash.admin.fault_requests(
@@ -262,6 +274,7 @@ STEPS = {
     "during_training": Step(_training_prepare, _training_moment),
     "while_deploying": Step(_deploying_prepare, _deploying_moment),
     "while_smoke_testing": Step(_smoke_prepare, _smoke_moment),
+    "while_evaluating": Step(lambda crash: None, _evaluating_moment),
     "while_promoting": Step(_promoting_prepare, _promoting_moment),
 }
 

@@ -3,6 +3,7 @@ the Azure ML emulator: crash recovery, uploads while down, and the demo."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -132,3 +133,14 @@ def test_make_demo_reaches_live(tmp_path: Path) -> None:
     assert done.returncode == 0, output[-3000:]
     assert "LIVE" in output
     assert "Answer: Edward and Rachel will meet at 2pm." in output
+    # The small first model went live by the floor; the full set was judged against it.
+    assert re.search(
+        r"Evaluation \(36 held-out examples, ROUGE-L F\): "
+        r"challenger 0\.\d\d against the floor 0\.50: promoted",
+        output,
+    ), output[-3000:]
+    assert re.search(
+        r"challenger 0\.78 vs champion 0\.70 \(ft-[0-9a-f-]+\), delta \+0\.08 "
+        r"\[0\.0\d, 0\.1\d\]: promoted",
+        output,
+    ), output[-3000:]

@@ -8,6 +8,7 @@ from typing import Any
 
 from shared.domain.azureml import DeploymentView, EndpointView, JobView, ModelView
 from shared.domain.decide import Action, Observed, Policy, decide
+from shared.domain.evaluation import Criteria
 from shared.domain.runs import DatasetRef, Run, RunState
 from shared.domain.smoke import PromptResult, SmokeOutcome
 
@@ -23,6 +24,7 @@ def _run(state: RunState) -> Run:
         RunState.TRAINING,
         RunState.DEPLOYING,
         RunState.SMOKE_TESTING,
+        RunState.EVALUATING,
         RunState.PROMOTING,
     ]
     run = Run.new("ft-x", DATASET, NOW)
@@ -197,11 +199,11 @@ def test_a_failed_deployment_is_removed_and_the_run_ends_deploy_failed() -> None
 # -- smoke test and promotion -----------------------------------------------------------------
 
 
-def test_a_passing_smoke_test_shifts_traffic() -> None:
+def test_a_passing_smoke_test_goes_on_to_the_evaluation() -> None:
     observed = Observed(endpoint=_endpoint(), deployment=_deployment(), smoke=_smoke(True))
     decision = decide(_run(RunState.SMOKE_TESTING), observed, POLICY)
-    assert decision.actions == (Action.SHIFT_TRAFFIC,)
-    assert decision.state is RunState.PROMOTING
+    assert decision.actions == ()  # no traffic moves before the evaluation's verdict
+    assert decision.state is RunState.EVALUATING
     assert (decision.changes.smoke or {})["passed"] is True
 
 
@@ -354,3 +356,103 @@ def test_a_run_that_failed_while_waiting_retries_from_registering() -> None:
     assert failed.resume_state() is RunState.REGISTERING_DATA
     retried = failed.retried(NOW)
     assert decide(retried, Observed(job=None), BUDGET, NOW).state is RunState.AWAITING_APPROVAL
+
+
+# -- evaluating -----------------------------------------------------------------------------
+
+
+def _scored(challenger: float, champion: float | None, n: int = 25) -> dict[str, Any]:
+    def entry(rouge: float) -> dict[str, Any]:
+        return {"rouge_l": rouge, "exact_match": 0, "answer": "", "error": ""}
+
+    results = [
+        {"key": f"{i:016x}", "challenger": entry(challenger)}
+        | ({} if champion is None else {"champion": entry(champion)})
+        for i in range(n)
+    ]
+    return {
+        "status": "scoring",
+        "seed": 1,
+        "challenger": {"deployment": "ft-x"},
+        "champion": {} if champion is None else {"deployment": "old", "model": "m"},
+        "results": results,
+    }
+
+
+def test_a_passing_smoke_test_names_who_the_run_is_judged_against() -> None:
+    run = dataclasses.replace(_run(RunState.SMOKE_TESTING), previous_deployments={"old": 100})
+    observed = Observed(endpoint=_endpoint(), deployment=_deployment(), smoke=_smoke(True))
+    assert "evaluating against champion old" in decide(run, observed, POLICY).detail
+    first = decide(_run(RunState.SMOKE_TESTING), observed, POLICY)
+    assert "evaluating against the floor (first model)" in first.detail
+
+
+def test_unfinished_scoring_is_recorded_and_looked_at_again_after_retry_after() -> None:
+    progress = _scored(0.8, 0.8, n=2)
+    progress["results"][1]["champion"] = {"tries": 1, "status": 429, "retry_after": 2.0}
+    progress["retry_after"] = 2.0
+    observed = Observed(endpoint=_endpoint(), deployment=_deployment(), evaluation=progress)
+    decision = decide(_run(RunState.EVALUATING), observed, POLICY)
+    assert decision.state is None and decision.actions == ()
+    assert decision.changes.evaluation == progress
+    assert decision.changes.activity == "evaluating: 3 of 4"
+    assert decision.recheck_seconds == 2.0
+
+
+def test_a_challenger_no_worse_than_the_champion_is_promoted() -> None:
+    observed = Observed(
+        endpoint=_endpoint(), deployment=_deployment(), evaluation=_scored(0.79, 0.8)
+    )
+    decision = decide(_run(RunState.EVALUATING), observed, POLICY)
+    assert decision.state is RunState.PROMOTING
+    assert decision.actions == (Action.SHIFT_TRAFFIC,)
+    record = decision.changes.evaluation or {}
+    assert record["verdict"] == "promote" and record["ci"] == [-0.01, -0.01]
+    assert decision.detail.startswith("evaluation: challenger 0.79 vs champion 0.80")
+
+
+def test_a_worse_challenger_is_rolled_back_with_both_scores() -> None:
+    observed = Observed(
+        endpoint=_endpoint(), deployment=_deployment(), evaluation=_scored(0.6, 0.8)
+    )
+    decision = decide(_run(RunState.EVALUATING), observed, POLICY)
+    assert decision.state is RunState.ROLLED_BACK
+    assert decision.actions == (Action.DELETE_DEPLOYMENT,)
+    record = decision.changes.evaluation or {}
+    assert (record["challenger"]["rouge_l"], record["champion"]["rouge_l"]) == (0.6, 0.8)
+    assert "challenger 0.60 vs champion 0.80" in (decision.changes.last_error or "")
+    kept = decide(
+        _run(RunState.EVALUATING),
+        observed,
+        dataclasses.replace(POLICY, keep_failed_deployment=True),
+    )
+    assert kept.state is RunState.ROLLED_BACK and kept.actions == ()
+
+
+def test_a_first_model_below_the_floor_is_rolled_back() -> None:
+    policy = dataclasses.replace(POLICY, evaluation=Criteria(floor=0.5))
+    low = Observed(endpoint=_endpoint(), deployment=_deployment(), evaluation=_scored(0.37, None))
+    decision = decide(_run(RunState.EVALUATING), low, policy)
+    assert decision.state is RunState.ROLLED_BACK
+    assert "below the floor 0.50" in decision.detail
+    high = Observed(endpoint=_endpoint(), deployment=_deployment(), evaluation=_scored(0.7, None))
+    assert decide(_run(RunState.EVALUATING), high, policy).state is RunState.PROMOTING
+
+
+def test_a_deployment_gone_while_evaluated_is_a_failed_deployment() -> None:
+    decision = decide(_run(RunState.EVALUATING), Observed(endpoint=_endpoint()), POLICY)
+    assert decision.state is RunState.DEPLOY_FAILED
+    assert "gone while being evaluated" in decision.detail
+
+
+def test_evaluating_can_be_cancelled_and_has_a_deadline() -> None:
+    run = dataclasses.replace(_run(RunState.EVALUATING), cancel_requested=True)
+    cancelled = decide(run, Observed(endpoint=_endpoint(), deployment=_deployment()), POLICY)
+    assert cancelled.state is RunState.CANCELED
+    assert cancelled.actions == (Action.DELETE_DEPLOYMENT,)
+    late = NOW + dt.timedelta(seconds=POLICY.deploy_deadline_seconds + 1)
+    waiting = Observed(endpoint=_endpoint(), deployment=_deployment())
+    ended = decide(_run(RunState.EVALUATING), waiting, POLICY, late)
+    assert ended.state is RunState.ROLLED_BACK
+    assert "DEPLOY_DEADLINE_MINUTES" in ended.detail
+    assert ended.actions == (Action.DELETE_DEPLOYMENT,)

@@ -146,6 +146,7 @@ def test_event_data_describes_the_run_and_the_entry() -> None:
         "deployment": "",
         "summary": "job Failed: CUDA out of memory",
         "last_error": "CUDA out of memory",
+        "evaluation": {},
     }
     assert json.loads(json.dumps(last.data)) == last.data
 

@@ -37,6 +37,7 @@ WHOLE_PATH = [
     "Training",
     "Deploying",
     "SmokeTesting",
+    "Evaluating",
     "Promoting",
     "Live",
 ]
@@ -137,7 +138,7 @@ def test_smoke_prompts_of_a_run_split_into_the_dataset_container_are_found(
 
     run = step(h, run_id)
 
-    assert run.state is RunState.PROMOTING, run.last_error
+    assert run.state is RunState.EVALUATING, run.last_error
     assert len(h.scorer.asked) == 2
 
 
@@ -256,9 +257,10 @@ def test_the_whole_rollout_ends_live_with_one_event_per_state(h: Harness) -> Non
     run_id = accept(h)
     run = drive(h, run_id, RunState.LIVE)
 
-    assert [e.state for e in run.timeline][-4:] == [
+    assert [e.state for e in run.timeline][-5:] == [
         RunState.DEPLOYING,
         RunState.SMOKE_TESTING,
+        RunState.EVALUATING,
         RunState.PROMOTING,
         RunState.LIVE,
     ]
@@ -370,7 +372,7 @@ def test_the_smoke_test_scores_the_new_deployment_alone_with_validation_prompts(
 ) -> None:
     h.configure(smoke_prompt_count=2)
     run_id = accept(h)
-    run = drive(h, run_id, RunState.PROMOTING)
+    run = drive(h, run_id, RunState.EVALUATING)
     validation = h.work.blobs[run.validation["split"]["validation_name"]].lines()
     records = [json.loads(line) for line in validation[:2]]
     assert len(h.scorer.asked) == len(records) > 0
@@ -380,13 +382,13 @@ def test_the_smoke_test_scores_the_new_deployment_alone_with_validation_prompts(
         assert (target.route, target.chat) == ("/completions", False)
         assert (prompt.prompt, prompt.expected) == (record["prompt"], record["completion"])
     assert run.smoke["passed"] is True
-    assert h.azureml.endpoints[EP].traffic == {run_id: 100}
+    assert h.azureml.endpoints[EP].traffic == {}  # nothing moves before the evaluation
 
 
 def test_configured_smoke_prompts_are_used_as_they_are(h: Harness) -> None:
     h.configure(smoke_prompts=("Say hello.", "Say goodbye."))
     run_id = accept(h)
-    drive(h, run_id, RunState.PROMOTING)
+    drive(h, run_id, RunState.EVALUATING)
     assert [p.prompt for _, p in h.scorer.asked] == ["Say hello.", "Say goodbye."]
     assert all(p.expected is None for _, p in h.scorer.asked)
 

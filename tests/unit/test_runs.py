@@ -71,7 +71,8 @@ def test_an_ended_run_keeps_no_stale_activity() -> None:
     smoke = deploying.moved_to(RunState.SMOKE_TESTING, now, activity="smoke testing")
     assert smoke.moved_to(RunState.ROLLED_BACK, now).activity == ""
     assert (
-        smoke.moved_to(RunState.PROMOTING, now)
+        smoke.moved_to(RunState.EVALUATING, now)
+        .moved_to(RunState.PROMOTING, now)
         .moved_to(RunState.LIVE, now, activity="serving")
         .activity
         == "serving"
