@@ -5,6 +5,7 @@ HTTP request) is accepted and moves forward only through ``Run.moved_to``,
 which refuses any transition not in ``TRANSITIONS``::
 
     RECEIVED -> REJECTED | DUPLICATE | REGISTERING_DATA
+              | DEPLOYING (a rollback run: it has its model already)
     REGISTERING_DATA -> TRAINING (job submitted)
                       | AWAITING_APPROVAL (its plan is over MAX_RUN_COST, not approved)
     AWAITING_APPROVAL -> REGISTERING_DATA (approved) | CANCELED (asked, or too late)
@@ -16,6 +17,10 @@ which refuses any transition not in ``TRANSITIONS``::
     any active state -> FAILED (a permanent error) | CANCELED
 
 Names in Azure derive from the run id, so every step can look before it creates.
+
+A rollback run (``config["kind"] == "rollback"``, made by ``POST
+/api/runs/{id}/rollback``) puts back the model a LIVE run replaced: it starts at
+DEPLOYING with that model and goes the same deploy, smoke, promote way.
 """
 
 from __future__ import annotations
@@ -55,7 +60,13 @@ class RunState(StrEnum):
 _ANY_ACTIVE = {RunState.FAILED, RunState.CANCELED}
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.RECEIVED: frozenset(
-        {RunState.REJECTED, RunState.DUPLICATE, RunState.REGISTERING_DATA, RunState.FAILED}
+        {
+            RunState.REJECTED,
+            RunState.DUPLICATE,
+            RunState.REGISTERING_DATA,
+            RunState.DEPLOYING,  # a rollback run
+            RunState.FAILED,
+        }
     ),
     RunState.REGISTERING_DATA: frozenset(
         {RunState.TRAINING, RunState.AWAITING_APPROVAL, *_ANY_ACTIVE}
@@ -88,6 +99,10 @@ CANCELLABLE = frozenset(
         RunState.SMOKE_TESTING,
     }
 )
+
+
+# ``config["kind"]`` of a run that restores the model a LIVE run replaced.
+ROLLBACK = "rollback"
 
 
 class InvalidTransition(Exception):
@@ -161,6 +176,15 @@ class Run:
     # Who let a run over budget go on, and when (``shared.domain.approval``); kept
     # by retries: the approval was for the run, not for one attempt.
     approval: Mapping[str, Any] = field(default_factory=dict)
+    # Set when the run goes LIVE: the deployment that served before it (the one
+    # with the most traffic) and that deployment's model, so a rollback knows
+    # what to put back; empty for the first model on the endpoint.
+    replaced: Mapping[str, Any] = field(default_factory=dict)
+    # On a LIVE run: the rollback run asked for it (``run_id``), who asked and when.
+    rolled_back_by: Mapping[str, Any] = field(default_factory=dict)
+    # A rollback run's deployment that it found and reused (another run's, kept by
+    # KEEP_PREVIOUS_DEPLOYMENT): never deleted by this run, whatever happens to it.
+    adopted_deployment: str = ""
     activity: str = ""  # what the run is waiting on now, for people watching
     cancel_requested: bool = False
     retries: int = 0
@@ -192,6 +216,16 @@ class Run:
     @property
     def active(self) -> bool:
         return not self.state.terminal
+
+    @property
+    def kind(self) -> str:
+        """``"rollback"`` for a rollback run, else ``"training"``."""
+        return str(self.config.get("kind") or "training")
+
+    @property
+    def owns_deployment(self) -> bool:
+        """Whether ``deployment`` is the run's own to remove (not one it adopted)."""
+        return bool(self.deployment) and self.deployment != self.adopted_deployment
 
     @property
     def state_since(self) -> dt.datetime:
