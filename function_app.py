@@ -130,6 +130,17 @@ def approve_run_route(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.approve_run(services, run_id, req.get_body(), req.headers, req.params))
 
 
+@app.function_name("rollback_run")
+@app.route(route="runs/{id}/rollback", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def rollback_run_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Put back the model a LIVE run replaced, through a new rollback run."""
+    from shared.composition import services
+    from shared.http import api
+
+    run_id = req.route_params.get("id", "")
+    return _http(api.rollback_run(services, run_id, req.get_body(), req.headers, req.params))
+
+
 @app.function_name("dataset_uploaded")
 @app.blob_trigger(
     arg_name="client",

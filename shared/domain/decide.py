@@ -30,8 +30,15 @@ The rollout, state by state::
                       judged (``evaluation.judge``):
                       promote: shift traffic               -> PROMOTING
                       roll back: remove ours               -> ROLLED_BACK
-    PROMOTING         traffic applied: retire previous     -> LIVE
+    PROMOTING         traffic applied: retire previous,
+                      record what it replaced              -> LIVE
                       traffic stuck past the deadline      -> FAILED
+
+A rollback run (``kind == "rollback"``) enters at DEPLOYING with the model to put
+back, and a deployment: its own, or the one it adopted (kept by
+KEEP_PREVIOUS_DEPLOYMENT), which nothing here ever removes. With the rollout lock
+held, it ends CANCELED if the run it rolls back no longer serves. It is not
+judged against the model it removes: a passed smoke test promotes it.
 
 A cancel request (until traffic starts moving) stops the job or removes the
 run's deployment and ends the run CANCELED. Deadlines count from the moment
@@ -60,7 +67,7 @@ from shared.domain.azureml import (
 )
 from shared.domain.evaluation import Criteria, answered, complete, judge
 from shared.domain.plan import describe, over_budget
-from shared.domain.runs import CANCELLABLE, Run, RunState
+from shared.domain.runs import CANCELLABLE, ROLLBACK, Run, RunState
 from shared.domain.smoke import SmokeOutcome
 
 
@@ -87,6 +94,7 @@ class Observed:
     holder: str | None = None  # run holding the endpoint's rollout lock
     smoke: SmokeOutcome | None = None
     evaluation: Mapping[str, Any] | None = None  # the progress record, after a scoring step
+    champion: DeploymentView | None = None  # ``champion(run)``, looked up before LIVE
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class RunPatch:
     previous_deployments: Mapping[str, int] | None = None
     smoke: Mapping[str, Any] | None = None
     evaluation: Mapping[str, Any] | None = None
+    replaced: Mapping[str, Any] | None = None
     last_error: str | None = None
 
     def fields(self) -> dict[str, Any]:
@@ -213,11 +222,26 @@ def _past_deadline(run: Run, decision: Decision, waited: float, policy: Policy) 
         return Decision(state=RunState.FAILED, detail=reason, changes=RunPatch(last_error=reason))
     state = RunState.DEPLOY_FAILED if run.state is RunState.DEPLOYING else RunState.ROLLED_BACK
     return Decision(
-        actions=() if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,),
+        actions=_remove_ours(run, policy),
         state=state,
         detail=reason,
         changes=RunPatch(last_error=reason, activity=""),
     )
+
+
+def champion(run: Run) -> str:
+    """The deployment that served most before ``run``'s rollout ("" if none): the one
+    a LIVE run replaced, and the one its rollback puts back."""
+    previous = run.previous_deployments
+    return max(previous, key=lambda name: (previous[name], name)) if previous else ""
+
+
+def _remove_ours(run: Run, policy: Policy) -> tuple[Action, ...]:
+    """DELETE_DEPLOYMENT for a failed or cancelled rollout, unless KEEP_FAILED_DEPLOYMENT
+    or the deployment is not the run's own (a rollback run's adopted one: never)."""
+    if policy.keep_failed_deployment or not run.owns_deployment:
+        return ()
+    return (Action.DELETE_DEPLOYMENT,)
 
 
 def _deadline_seconds(state: RunState, policy: Policy) -> float:
@@ -233,7 +257,7 @@ def _cancel(run: Run, observed: Observed) -> Decision:
     actions: tuple[Action, ...] = ()
     if observed.job is not None and observed.job.status in JOB_ACTIVE:
         actions = (Action.CANCEL_JOB,)
-    elif observed.deployment is not None:
+    elif observed.deployment is not None and run.owns_deployment:
         actions = (Action.DELETE_DEPLOYMENT,)
     stopped = {
         Action.CANCEL_JOB: f"; job {run.job_name or run.run_id} cancelled",
@@ -381,7 +405,20 @@ def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
             detail=f"endpoint {endpoint.name} is {endpoint.provisioning_state}",
             changes=RunPatch(last_error=f"endpoint {endpoint.name} {endpoint.provisioning_state}"),
         )
+    if run.kind == ROLLBACK:
+        superseded = _superseded(run, observed, endpoint)
+        if superseded is not None:
+            return superseded
     deployment = observed.deployment
+    if deployment is None and run.adopted_deployment and not run.owns_deployment:
+        # The deployment it was to reuse is gone: make one of its own, of the same model.
+        return Decision(
+            changes=RunPatch(
+                deployment=run.run_id,
+                activity=f"deployment {run.adopted_deployment} is gone: deploying the model anew",
+            ),
+            recheck_seconds=0.0,
+        )
     if deployment is None:
         return Decision(
             actions=(Action.CREATE_DEPLOYMENT,),
@@ -394,9 +431,8 @@ def _deploying(run: Run, observed: Observed, policy: Policy) -> Decision:
         reason = f"deployment {deployment.name} {deployment.provisioning_state}" + (
             f": {observed.deployment_error}" if observed.deployment_error else ""
         )
-        actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
         return Decision(
-            actions=actions,
+            actions=_remove_ours(run, policy),
             state=RunState.DEPLOY_FAILED,
             detail=reason,
             changes=RunPatch(last_error=reason, model_id=model_id),
@@ -421,17 +457,25 @@ def _smoke_testing(run: Run, observed: Observed, policy: Policy) -> Decision:
         )
     if smoke is None:
         return _wait("smoke testing", policy.deploy_poll_seconds)
+    if smoke.passed and run.kind == ROLLBACK:
+        # Not judged against the model it removes (no evaluation): promoted at once.
+        return Decision(
+            actions=(Action.SHIFT_TRAFFIC,),
+            state=RunState.PROMOTING,
+            detail=f"smoke test passed ({len(smoke.results)} prompts); restoring model "
+            f"{run.model_id}: shifting traffic",
+            changes=RunPatch(smoke=smoke.to_dict(), activity="shifting traffic"),
+        )
     if smoke.passed:
-        against = max(run.previous_deployments.items(), key=lambda item: item[1], default=None)
+        against = champion(run)
         return Decision(
             state=RunState.EVALUATING,
             detail=f"smoke test passed ({len(smoke.results)} prompts); evaluating against "
-            + (f"champion {against[0]}" if against else "the floor (first model)"),
+            + (f"champion {against}" if against else "the floor (first model)"),
             changes=RunPatch(smoke=smoke.to_dict(), evaluation={}, activity="evaluating"),
         )
-    actions = () if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,)
     return Decision(
-        actions=actions,
+        actions=_remove_ours(run, policy),
         state=RunState.ROLLED_BACK,
         detail=f"smoke test failed: {smoke.reason}",
         changes=RunPatch(smoke=smoke.to_dict(), last_error=f"smoke test failed: {smoke.reason}"),
@@ -465,7 +509,7 @@ def _evaluating(run: Run, observed: Observed, policy: Policy) -> Decision:
             changes=RunPatch(evaluation=record, activity="shifting traffic"),
         )
     return Decision(
-        actions=() if policy.keep_failed_deployment else (Action.DELETE_DEPLOYMENT,),
+        actions=_remove_ours(run, policy),
         state=RunState.ROLLED_BACK,
         detail=detail,
         changes=RunPatch(evaluation=record, last_error=detail),
@@ -499,5 +543,36 @@ def _promoting(run: Run, observed: Observed, policy: Policy) -> Decision:
         actions=actions,
         state=RunState.LIVE,
         detail=f"serving 100% of {endpoint.name}; previous: {retired}",
-        changes=RunPatch(activity="serving"),
+        changes=RunPatch(activity="serving", replaced=_replaced(run, observed)),
+    )
+
+
+def _replaced(run: Run, observed: Observed) -> dict[str, Any]:
+    """What a run going LIVE replaced: the champion and its model ("" if it was not
+    found: a rollback then says so); empty for the first model on the endpoint."""
+    name = champion(run)
+    if not name:
+        return {}
+    seen = observed.champion
+    model = seen.model if seen is not None and seen.name == name else ""
+    return {"deployment": name, "model": model, "traffic": run.previous_deployments[name]}
+
+
+def _superseded(run: Run, observed: Observed, endpoint: EndpointView) -> Decision | None:
+    """For a rollback run holding the rollout lock: CANCELED if the deployment it rolls
+    back serves nothing any more (another rollout replaced it meanwhile, or someone
+    moved the traffic), removing its own deployment if it made one; else None."""
+    removes = str(run.config.get("removes", ""))
+    traffic = endpoint.traffic
+    if not removes or traffic.get(removes, 0) > 0 or traffic.get(run.deployment, 0) > 0:
+        return None
+    serving = ", ".join(f"{n} {w}%" for n, w in traffic.items() if w > 0) or "nothing"
+    mine = observed.deployment is not None and run.owns_deployment
+    actions = (Action.DELETE_DEPLOYMENT,) if mine else ()
+    detail = (
+        f"not needed any more: {removes} no longer serves {endpoint.name} (serving: "
+        f"{serving}); nothing rolled back"
+    )
+    return Decision(
+        actions=actions, state=RunState.CANCELED, detail=detail, changes=RunPatch(activity="")
     )

@@ -12,7 +12,9 @@ model, endpoint, last error, the evaluation's scores and verdict without its
 texts), with the entry's own state and detail; the envelope's ``time`` is when
 the run entered that state. A run with a preflight plan carries it (``plan``:
 the event of AWAITING_APPROVAL says why the run waits), and an approved run who
-approved it and when (``approval``).
+approved it and when (``approval``). A rollback run's events say which run it
+rolls back and what it restores (``rollback``); a LIVE run's, what it replaced
+(``replaced``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.domain.evaluation import for_event
-from shared.domain.runs import Run
+from shared.domain.runs import ROLLBACK, Run
 
 EVENT_TYPE_PREFIX = "FinetuneAutopilot.Run."
 
@@ -96,6 +98,12 @@ def events_for(run: Run, since_index: int) -> list[LifecycleEvent]:
             data["plan"] = dict(run.plan)
         if run.approval:
             data["approval"] = dict(run.approval)
+        if run.kind == ROLLBACK:
+            data["rollback"] = {
+                key: run.config.get(key, "") for key in ("rollback_of", "restores", "removes")
+            }
+        if run.replaced:
+            data["replaced"] = dict(run.replaced)
         events.append(
             LifecycleEvent(
                 id=f"{run.run_id}:{index}:{state}",

@@ -5,6 +5,7 @@ HTTP request) is accepted and moves forward only through ``Run.moved_to``,
 which refuses any transition not in ``TRANSITIONS``::
 
     RECEIVED -> REJECTED | DUPLICATE | REGISTERING_DATA
+              | DEPLOYING (a rollback run: it has its model already)
     REGISTERING_DATA -> TRAINING (job submitted)
                       | AWAITING_APPROVAL (its plan is over MAX_RUN_COST, not approved)
     AWAITING_APPROVAL -> REGISTERING_DATA (approved) | CANCELED (asked, or too late)
@@ -12,12 +13,18 @@ which refuses any transition not in ``TRANSITIONS``::
     DEPLOYING -> DEPLOY_FAILED | SMOKE_TESTING (new deployment up, at 0% traffic)
     SMOKE_TESTING -> EVALUATING (smoke passed) | ROLLED_BACK
                    | DEPLOY_FAILED (the deployment vanished or failed first)
+                   | PROMOTING (a rollback run's smoke passed: it is not judged)
     EVALUATING -> PROMOTING (judged no worse than the champion, or above the floor;
                   traffic shifting) | ROLLED_BACK | DEPLOY_FAILED
     PROMOTING -> LIVE (serving 100%, previous deployment retired) | ROLLED_BACK
     any active state -> FAILED (a permanent error) | CANCELED
 
 Names in Azure derive from the run id, so every step can look before it creates.
+
+A rollback run (``config["kind"] == "rollback"``, made by ``POST
+/api/runs/{id}/rollback``) puts back the model a LIVE run replaced: it starts at
+DEPLOYING with that model and goes the same deploy, smoke, promote way
+(no evaluation).
 """
 
 from __future__ import annotations
@@ -58,7 +65,13 @@ class RunState(StrEnum):
 _ANY_ACTIVE = {RunState.FAILED, RunState.CANCELED}
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.RECEIVED: frozenset(
-        {RunState.REJECTED, RunState.DUPLICATE, RunState.REGISTERING_DATA, RunState.FAILED}
+        {
+            RunState.REJECTED,
+            RunState.DUPLICATE,
+            RunState.REGISTERING_DATA,
+            RunState.DEPLOYING,  # a rollback run
+            RunState.FAILED,
+        }
     ),
     RunState.REGISTERING_DATA: frozenset(
         {RunState.TRAINING, RunState.AWAITING_APPROVAL, *_ANY_ACTIVE}
@@ -68,7 +81,13 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.DEPLOYING: frozenset({RunState.DEPLOY_FAILED, RunState.SMOKE_TESTING, *_ANY_ACTIVE}),
     # The deployment can vanish or fail before its smoke test: a failed deployment.
     RunState.SMOKE_TESTING: frozenset(
-        {RunState.EVALUATING, RunState.ROLLED_BACK, RunState.DEPLOY_FAILED, *_ANY_ACTIVE}
+        {
+            RunState.EVALUATING,
+            RunState.PROMOTING,  # a rollback run: not judged against what it removes
+            RunState.ROLLED_BACK,
+            RunState.DEPLOY_FAILED,
+            *_ANY_ACTIVE,
+        }
     ),
     RunState.EVALUATING: frozenset(
         {RunState.PROMOTING, RunState.ROLLED_BACK, RunState.DEPLOY_FAILED, *_ANY_ACTIVE}
@@ -95,6 +114,10 @@ CANCELLABLE = frozenset(
         RunState.EVALUATING,
     }
 )
+
+
+# ``config["kind"]`` of a run that restores the model a LIVE run replaced.
+ROLLBACK = "rollback"
 
 
 class InvalidTransition(Exception):
@@ -170,6 +193,15 @@ class Run:
     # Who let a run over budget go on, and when (``shared.domain.approval``); kept
     # by retries: the approval was for the run, not for one attempt.
     approval: Mapping[str, Any] = field(default_factory=dict)
+    # Set when the run goes LIVE: the deployment that served before it (the one
+    # with the most traffic) and that deployment's model, so a rollback knows
+    # what to put back; empty for the first model on the endpoint.
+    replaced: Mapping[str, Any] = field(default_factory=dict)
+    # On a LIVE run: the rollback run asked for it (``run_id``), who asked and when.
+    rolled_back_by: Mapping[str, Any] = field(default_factory=dict)
+    # A rollback run's deployment that it found and reused (another run's, kept by
+    # KEEP_PREVIOUS_DEPLOYMENT): never deleted by this run, whatever happens to it.
+    adopted_deployment: str = ""
     activity: str = ""  # what the run is waiting on now, for people watching
     cancel_requested: bool = False
     retries: int = 0
@@ -201,6 +233,16 @@ class Run:
     @property
     def active(self) -> bool:
         return not self.state.terminal
+
+    @property
+    def kind(self) -> str:
+        """``"rollback"`` for a rollback run, else ``"training"``."""
+        return str(self.config.get("kind") or "training")
+
+    @property
+    def owns_deployment(self) -> bool:
+        """Whether ``deployment`` is the run's own to remove (not one it adopted)."""
+        return bool(self.deployment) and self.deployment != self.adopted_deployment
 
     @property
     def state_since(self) -> dt.datetime:

@@ -367,8 +367,8 @@ def parse_start(body: bytes, container_url: str | None) -> StartRequest:
 
 
 def parse_approve(body: bytes) -> str:
-    """The body of ``POST /api/runs/{id}/approve``: empty, or ``{"by": name}``; the
-    name the caller gives ("" if none)."""
+    """The body of ``POST /api/runs/{id}/approve`` (and ``.../rollback``): empty, or
+    ``{"by": name}``; the name the caller gives ("" if none)."""
     if not body.strip():
         return ""
     document = _json_body(body)
@@ -597,6 +597,39 @@ def approve_run(
             run.state,
         )
         return Reply(200, public_record(run), headers={"Location": run_location(run_id)})
+
+    return _answer(call)
+
+
+def rollback_run(
+    get_services: GetServices,
+    run_id: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    params: Mapping[str, str],
+) -> Reply:
+    """``POST /api/runs/{id}/rollback``: put back the model a LIVE run replaced. Answers
+    the rollback run: 202 while it works, 200 once LIVE (asked before), ``Location`` it."""
+    from shared.pipeline.control import request_rollback
+
+    def call() -> Reply:
+        _check_run_id(run_id)
+        claimed_by = parse_approve(body)
+        services = get_services()
+        requester = approver_of(headers, params, claimed_by, services.settings.approver_keys)
+        run = request_rollback(services, run_id, requester)
+        log.info(
+            "api rollback request for run %s by %s (key %s): rollback run %s is %s",
+            run_id,
+            requester.by,
+            requester.key or "none",
+            run.run_id,
+            run.state,
+        )
+        status = 200 if run.state is RunState.LIVE else 202
+        return Reply(
+            status, RunSummary.of(run).to_dict(), headers={"Location": run_location(run.run_id)}
+        )
 
     return _answer(call)
 

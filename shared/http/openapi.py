@@ -176,8 +176,8 @@ def _schemas() -> dict[str, Any]:
                     "maxLength": api.MAX_NAME,
                     "pattern": "\\S",
                     "description": (
-                        "Who says they approve: recorded as `claimed_by` beside the name "
-                        "the function key stands for"
+                        "Who says they approve (or ask for a rollback): recorded as `claimed_by` "
+                        "beside the name the function key stands for"
                     ),
                 },
             },
@@ -316,6 +316,28 @@ def _run_schema() -> dict[str, Any]:
                 "key's fingerprint by APPROVER_KEYS, else App Service's principal, else "
                 "`unknown`), `at`, `key` (first 12 hex digits of the key's SHA-256; never "
                 "the key), `claimed_by` (the name the request gave). Empty if not approved"
+            ),
+        },
+        "replaced": {
+            **obj,
+            "description": (
+                "Set when the run went LIVE: `deployment` (the one that served most "
+                "before it), its `model` and `traffic`; what a rollback puts back. Empty "
+                "for the first model on the endpoint"
+            ),
+        },
+        "rolled_back_by": {
+            **obj,
+            "description": (
+                "On a LIVE run: the rollback asked for it, `run_id` (the rollback run), "
+                "`by`, `at`, `key`, `claimed_by` (named as for `approval`). Empty if none"
+            ),
+        },
+        "adopted_deployment": {
+            **_TEXT,
+            "description": (
+                "A rollback run's reused deployment (kept by KEEP_PREVIOUS_DEPLOYMENT): "
+                "never removed by that run; empty otherwise"
             ),
         },
         "activity": _TEXT,
@@ -522,6 +544,45 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(_ref("Run"), "Approved: the run as it is now", Location=_LOCATION),
+                    "413": _problem(f"The body is over {api.MAX_BODY_BYTES} bytes"),
+                    "422": _problem("`by` is not valid Unicode text (a lone UTF-16 surrogate)"),
+                    **_failures(
+                        ("400", "BadRequest"), ("404", "RunNotFound"), ("409", "NotAllowedNow")
+                    ),
+                },
+            },
+        },
+        "/api/runs/{id}/rollback": {
+            "parameters": [_RUN_ID],
+            "post": {
+                "operationId": "rollback_run",
+                "summary": "Put back the model a LIVE run replaced",
+                "description": (
+                    "For a LIVE run serving 100% of its endpoint that replaced another "
+                    "model (`replaced`): a new run `<id>-rb<n>` (`config.kind` `rollback`) "
+                    "deploys that model again (reusing its deployment if it was kept), "
+                    "smoke tests it at 0% and shifts all traffic to it, retiring the "
+                    "rolled-back deployment unless KEEP_PREVIOUS_DEPLOYMENT. The LIVE run "
+                    "stays LIVE as a record and gets `rolled_back_by`. Asking again while "
+                    "the rollback run is active answers it (202), and once it is LIVE, "
+                    "200. Any other run, or one with nothing to roll back to, answers 409. "
+                    "Who asked is named as for approve; the body is optional."
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {api.JSON: {"schema": _ref("Approve")}},
+                },
+                "responses": {
+                    "200": _json(
+                        _ref("RunSummary"),
+                        "Rolled back before: the rollback run, LIVE",
+                        Location=_LOCATION,
+                    ),
+                    "202": _json(
+                        _ref("RunSummary"),
+                        "The rollback run, as it is now (`Location` is its record)",
+                        Location=_LOCATION,
+                    ),
                     "413": _problem(f"The body is over {api.MAX_BODY_BYTES} bytes"),
                     "422": _problem("`by` is not valid Unicode text (a lone UTF-16 surrogate)"),
                     **_failures(

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 
 from shared.domain.azureml import JOB_FAILED, SUCCEEDED
-from shared.domain.decide import Observed
+from shared.domain.decide import Observed, champion
 from shared.domain.errors import PermanentError
 from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
@@ -84,7 +84,19 @@ def gather(services: Services, run: Run) -> Observed:
             evaluation = evaluate_step(services, run, endpoint.scoring_uri)
         return Observed(endpoint=endpoint, deployment=deployment, evaluation=evaluation)
     if run.state is RunState.PROMOTING:
-        return Observed(endpoint=azureml.get_endpoint(run.endpoint))
+        endpoint = azureml.get_endpoint(run.endpoint)
+        replaced = None
+        name = champion(run)
+        if (
+            name
+            and endpoint is not None
+            and endpoint.provisioning_state == SUCCEEDED
+            and endpoint.traffic.get(run.deployment, 0) == 100
+        ):
+            # Going LIVE now: what it replaces is recorded (a rollback's target),
+            # looked up before the previous deployment is retired.
+            replaced = azureml.get_deployment(run.endpoint, name)
+        return Observed(endpoint=endpoint, champion=replaced)
     return Observed()
 
 

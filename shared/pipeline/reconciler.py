@@ -297,7 +297,7 @@ def _stop_what_it_started(services: Services, run: Run) -> None:
             azureml.cancel_job(run.job_name or run.run_id)
         elif (
             run.state in (RunState.DEPLOYING, RunState.SMOKE_TESTING, RunState.EVALUATING)
-            and run.deployment
+            and run.owns_deployment  # never a deployment a rollback run adopted
             and not services.settings.keep_failed_deployment
         ):
             azureml.begin_delete_deployment(run.endpoint, run.deployment)
@@ -376,7 +376,7 @@ def _act(
             traffic = {name: 0 for name in current}
             traffic[run.deployment] = 100
             azureml.begin_set_traffic(run.endpoint, traffic)
-        elif action is Action.DELETE_DEPLOYMENT:
+        elif action is Action.DELETE_DEPLOYMENT and run.owns_deployment:
             azureml.begin_delete_deployment(run.endpoint, run.deployment)
         elif action is Action.DELETE_PREVIOUS:
             for name in run.previous_deployments:

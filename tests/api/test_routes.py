@@ -373,7 +373,7 @@ def test_other_hosts_accounts_containers_and_paths_are_refused_and_nothing_is_fe
 
 def test_unknown_runs_are_404_on_every_run_route(driver: FunctionsDriver) -> None:
     for run_id in ("ft-000000000000-00000000", "../ft-x", "a b", "x" * 300):
-        for route in ("get_run", "cancel_run", "retry_run", "approve_run"):
+        for route in ("get_run", "cancel_run", "retry_run", "approve_run", "rollback_run"):
             answer = invoke(route, id=run_id)
             assert answer.status == 404, (route, run_id, answer.body)
             assert answer.body["type"] == api.PROBLEM_TYPE + "run-not-found"
