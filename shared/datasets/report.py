@@ -48,8 +48,9 @@ class Limits:
     """Size of the Bloom filter that counts duplicates (a power of two)."""
     count_tokens: bool = True
     """Count tokens with the base model's tokenizer (:mod:`~shared.datasets.tokens`)."""
-    max_seq_length: int = 2048
-    """Examples over this many tokens are reported (MAX_SEQ_LENGTH)."""
+    max_seq_length: int = 4096
+    """Examples over this many tokens are reported (MAX_SEQ_LENGTH; 4096 is Mistral 7B
+    v0.1's attention window, its config's ``sliding_window``)."""
     max_seq_error: bool = False
     """Report them as errors (the file is invalid) rather than warnings (MAX_SEQ_POLICY)."""
     tokens_exact_bytes: int = 1 << 20

@@ -89,7 +89,7 @@ class Settings:
     completion_field: str = "completion"
     # Tokens: examples over the model's maximum sequence length (the run's
     # max_seq_length hyperparameter wins) are warnings, or errors by policy.
-    max_seq_length: int = 2048
+    max_seq_length: int = 4096
     max_seq_error: bool = False
     # Deployment (the default endpoint name is derived from the workspace: see
     # ``default_endpoint_name``; names are unique per Azure region, all customers)
@@ -269,7 +269,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     min_examples = r.number("MIN_EXAMPLES", 10, 1, 1_000_000, whole=True)
     prompt_field = r.text("PROMPT_FIELD", "prompt")
     completion_field = r.text("COMPLETION_FIELD", "completion")
-    max_seq_length = r.number("MAX_SEQ_LENGTH", 2048, 16, 131_072, whole=True)
+    # Mistral 7B v0.1's attention window (config: sliding_window 4096,
+    # max_position_embeddings 32768); the job's max_seq_length hyperparameter wins.
+    max_seq_length = r.number("MAX_SEQ_LENGTH", 4096, 16, 131_072, whole=True)
     max_seq_policy = r.text("MAX_SEQ_POLICY", "warning").lower()
     if max_seq_policy not in ("warning", "error"):
         r.problems.append(f"MAX_SEQ_POLICY={max_seq_policy!r} is invalid: one of warning, error")
