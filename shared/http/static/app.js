@@ -164,7 +164,7 @@
     const focused = document.activeElement && document.activeElement.id;
     $("#login").hidden = true;
     $("#forget").hidden = false;
-    $("#view").replaceChildren(...content);
+    $("#view").replaceChildren(...content.filter(Boolean)); // sections with nothing to show are null
     if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   }
 
@@ -478,7 +478,8 @@
       azureSection(run),
       validationSection(run),
       planSection(run),
-      el("div", { class: "side-by-side" }, smokeSection(run), evaluationSection(run)));
+      smokeSection(run),
+      evaluationSection(run));
     if (active) refreshLater(() => showRun(id));
   }
 
