@@ -16,7 +16,7 @@ from typing import Any
 from shared.datasets.report import ERROR_CODES
 from shared.domain.hyperparameters import ALLOWED
 from shared.domain.ledger import MAX_PAGE
-from shared.domain.runs import RunState
+from shared.domain.runs import CANCELLABLE, RunState
 from shared.http import api
 from shared.http.dashboard import FILES
 
@@ -501,8 +501,9 @@ def _paths() -> dict[str, Any]:
                 "summary": "Cancel a run (until traffic starts moving)",
                 "description": (
                     "Cancels the job or removes the run's deployment at 0% traffic; the run "
-                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, AWAITING_APPROVAL, "
-                    "TRAINING, DEPLOYING or SMOKE_TESTING can be cancelled."
+                    "ends CANCELED. Runs in "
+                    + ", ".join(s.value for s in RunState if s in CANCELLABLE)
+                    + " can be cancelled."
                 ),
                 "responses": {
                     "202": summary_accepted,
