@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 # The deployment template's offline checks live in their own venv: checkov pins
 # pycep-parser and pulls ~290 MiB that must not disturb the app's pins.
 VENV_IAC := .venv-iac
@@ -49,8 +50,14 @@ bench: install
 ## make test: lint, format check, type check, the deployment template's checks,
 ## then the whole test suite (tests/infra already ran in check-infra), on two
 ## workers, a test module per worker (each worker starts its own Azurite and emulator).
-test: check check-infra
+test: check check-infra $(CHROMIUM)
 	$(PY) -m pytest --ignore=tests/infra -n 2 --dist loadfile
+
+## The dashboard's browser test drives the distribution's headless Chromium (Debian's
+## package, installed here when missing; Playwright downloads no browser).
+$(CHROMIUM):
+	command -v chromium >/dev/null || (apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 ## make test-fast: the unit tests and the API's pure rules only: in-memory fakes of
 ## the app's own ports, no Azurite, no emulator, no network; seconds, not minutes.

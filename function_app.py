@@ -69,6 +69,15 @@ def openapi_route(req: func.HttpRequest) -> func.HttpResponse:
     return _http(openapi.reply())
 
 
+@app.function_name("dashboard")
+@app.route(route="ui/{file?}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def dashboard_route(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous: the dashboard's page and files (its API calls carry the key)."""
+    from shared.http import dashboard
+
+    return _http(dashboard.asset(req.route_params.get("file") or ""))
+
+
 @app.function_name("start_run")
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_run_route(req: func.HttpRequest) -> func.HttpResponse:

@@ -324,6 +324,9 @@ Serving. Drop another JSONL file into the container to start a run:
 B.from_connection_string('{settings["DATASET_STORAGE"]}', '{CONTAINER}', 'mine.jsonl')\\
 .upload_blob(open('mine.jsonl','rb'), overwrite=True)"
 
+The dashboard (signs in with the key, which then leaves the address bar):
+  {api}/ui#key={key}
+
 The API (function key: {key}):
   curl -s {api}/health
   curl -s -H 'x-functions-key: {key}' {api}/runs

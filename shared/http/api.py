@@ -85,6 +85,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-request": (400, "The request is invalid"),
     "run-not-found": (404, "No such run"),
     "blob-not-found": (404, "No such blob in the dataset container"),
+    "file-not-found": (404, "No such file of the dashboard"),
     "not-allowed-now": (409, "The run's state does not allow this request"),
     "body-too-large": (413, "The request body is too large"),
     "not-a-dataset": (422, "The blob is not a dataset upload"),
@@ -99,15 +100,17 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 
 @dataclass(frozen=True)
 class Reply:
-    """What a route answers: status, JSON body, media type, extra headers."""
+    """What a route answers: status, JSON body, media type, extra headers; or, with
+    ``content`` set, that text as is instead of the body (the dashboard's files)."""
 
     status: int
     body: Mapping[str, Any]
     media_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=dict)
+    content: str | None = None
 
     def text(self) -> str:
-        return json.dumps(self.body)
+        return json.dumps(self.body) if self.content is None else self.content
 
 
 @dataclass(frozen=True)

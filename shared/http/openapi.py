@@ -16,8 +16,9 @@ from typing import Any
 from shared.datasets.report import ERROR_CODES
 from shared.domain.hyperparameters import ALLOWED
 from shared.domain.ledger import MAX_PAGE
-from shared.domain.runs import RunState
+from shared.domain.runs import CANCELLABLE, RunState
 from shared.http import api
+from shared.http.dashboard import FILES
 
 VERSION = "0.1.0"
 _SCHEMAS = "#/components/schemas/"
@@ -500,8 +501,9 @@ def _paths() -> dict[str, Any]:
                 "summary": "Cancel a run (until traffic starts moving)",
                 "description": (
                     "Cancels the job or removes the run's deployment at 0% traffic; the run "
-                    "ends CANCELED. Runs in RECEIVED, REGISTERING_DATA, AWAITING_APPROVAL, "
-                    "TRAINING, DEPLOYING or SMOKE_TESTING can be cancelled."
+                    "ends CANCELED. Runs in "
+                    + ", ".join(s.value for s in RunState if s in CANCELLABLE)
+                    + " can be cancelled."
                 ),
                 "responses": {
                     "202": summary_accepted,
@@ -603,6 +605,38 @@ def _paths() -> dict[str, Any]:
                         "which",
                         **{"Retry-After": _RETRY_AFTER},
                     ),
+                },
+            },
+        },
+        "/api/ui/{file}": {
+            "get": {
+                "operationId": "dashboard",
+                "summary": "The dashboard: a page of runs to watch and act on",
+                "description": (
+                    "`GET /api/ui` is the page itself (index.html); its script and styles "
+                    "are the other files. Anonymous: the page holds no secret, it asks for "
+                    "a function key and sends it with each API call. Every answer carries a "
+                    "Content-Security-Policy allowing this origin only."
+                ),
+                "security": _ANONYMOUS,
+                "parameters": [
+                    {
+                        "name": "file",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(n for n in FILES if n)},
+                        "description": "A file of the dashboard (none: the page)",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            media: {"schema": {"type": "string"}}
+                            for media in sorted({media for _, media in FILES.values()})
+                        },
+                    },
+                    "404": _problem("No such file"),
                 },
             },
         },
