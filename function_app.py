@@ -11,13 +11,18 @@ defaults, because they shape the functions the host indexes (the blob
 trigger's source has no ``%SETTING%`` form, and a ``%SETTING%`` schedule
 would have no default). Every other setting is read on first use by
 ``shared.composition.services()``.
+
+Each trigger runs inside one telemetry span (``_traced``): a no-op unless
+``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``shared.composition.telemetry``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
 
 app = func.FunctionApp()
 log = logging.getLogger("function_app")
+Trigger = TypeVar("Trigger", bound=Callable[..., Any])
 
 
 DEFAULT_RECONCILE_SCHEDULE = "0 */1 * * * *"  # NCRONTAB, seconds first: every minute
@@ -44,6 +50,29 @@ def _dataset_trigger_source() -> func.BlobSource:
     return func.BlobSource.LOGS_AND_CONTAINER_SCAN
 
 
+def _traced(trigger: Trigger) -> Trigger:
+    """Run ``trigger`` inside a span named after it, with the run id of a ``runs/{id}``
+    route. Put it under the binding decorators: they register what it returns, and
+    ``functools.wraps`` keeps the signature and annotations the host binds by."""
+
+    @functools.wraps(trigger)
+    def invoke(*args: Any, **kwargs: Any) -> Any:  # the worker passes bindings by name
+        from shared.composition import telemetry
+
+        binding = next(iter((*args, *kwargs.values())), None)
+        kind, run_id = "datasource", ""  # a blob
+        if isinstance(binding, func.HttpRequest):
+            kind, run_id = "http", binding.route_params.get("id", "")
+        elif isinstance(binding, func.TimerRequest):
+            kind = "timer"
+        elif isinstance(binding, func.EventGridEvent):
+            kind = "pubsub"
+        with telemetry().span(trigger.__name__, run_id, **{"faas.trigger": kind}):
+            return trigger(*args, **kwargs)
+
+    return invoke  # type: ignore[return-value]
+
+
 def _http(reply: Reply) -> func.HttpResponse:
     return func.HttpResponse(
         reply.text(), status_code=reply.status, headers=reply.headers, mimetype=reply.media_type
@@ -52,6 +81,7 @@ def _http(reply: Reply) -> func.HttpResponse:
 
 @app.function_name("health")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_traced
 def health_route(req: func.HttpRequest) -> func.HttpResponse:
     """Anonymous: up, and able to reach the run ledger (503 with the reason if not)."""
     from shared.composition import services
@@ -62,6 +92,7 @@ def health_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("openapi")
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_traced
 def openapi_route(req: func.HttpRequest) -> func.HttpResponse:
     """Anonymous: the OpenAPI document of these routes."""
     from shared.http import openapi
@@ -80,6 +111,7 @@ def dashboard_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("start_run")
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def start_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Start a run from a blob of the dataset container."""
     from shared.composition import services
@@ -90,6 +122,7 @@ def start_run_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("list_runs")
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def list_runs_route(req: func.HttpRequest) -> func.HttpResponse:
     """A page of runs, newest first."""
     from shared.composition import services
@@ -100,6 +133,7 @@ def list_runs_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("get_run")
 @app.route(route="runs/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def get_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """The whole record of a run."""
     from shared.composition import services
@@ -110,6 +144,7 @@ def get_run_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("cancel_run")
 @app.route(route="runs/{id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def cancel_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel a run."""
     from shared.composition import services
@@ -120,6 +155,7 @@ def cancel_run_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("retry_run")
 @app.route(route="runs/{id}/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Retry a failed run from the step that failed."""
     from shared.composition import services
@@ -130,6 +166,7 @@ def retry_run_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("approve_run")
 @app.route(route="runs/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def approve_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Let a run waiting for approval (over MAX_RUN_COST) go on."""
     from shared.composition import services
@@ -141,6 +178,7 @@ def approve_run_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("rollback_run")
 @app.route(route="runs/{id}/rollback", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_traced
 def rollback_run_route(req: func.HttpRequest) -> func.HttpResponse:
     """Put back the model a LIVE run replaced, through a new rollback run."""
     from shared.composition import services
@@ -157,6 +195,7 @@ def rollback_run_route(req: func.HttpRequest) -> func.HttpResponse:
     connection="DATASET_STORAGE",
     source=_dataset_trigger_source(),
 )
+@_traced
 def dataset_uploaded(client: blob.BlobClient) -> None:
     """A blob landed in the dataset container: validate it, record a run, submit a job."""
     from shared.composition import services
@@ -176,6 +215,7 @@ def dataset_uploaded(client: blob.BlobClient) -> None:
 @app.timer_trigger(
     arg_name="timer", schedule=_reconcile_schedule(), run_on_startup=False, use_monitor=True
 )
+@_traced
 def reconcile_timer(timer: func.TimerRequest) -> None:
     """Reconcile every run that is due; the source of truth when events are lost."""
     from shared.composition import services
@@ -193,6 +233,7 @@ def reconcile_timer(timer: func.TimerRequest) -> None:
 
 @app.function_name("azureml_event")
 @app.event_grid_trigger(arg_name="event")
+@_traced
 def azureml_event(event: func.EventGridEvent) -> None:
     """An Azure ML RunCompleted / RunStatusChanged event: reconcile that run now."""
     from shared.composition import services

@@ -5,6 +5,11 @@ ones reuse it. Nothing here runs at import time, and building is cheap: an
 adapter whose SDK is costly to load (Azure ML, Event Grid) builds its client on
 first use, so a route that never reaches Azure ML never imports it. Tests build
 ``Services`` (``shared.domain.ports``) with their own ports instead.
+
+``telemetry()`` is cached the same way and read by every trigger invocation
+before anything else: without ``APPLICATIONINSIGHTS_CONNECTION_STRING`` it is
+``NoTelemetry`` and imports nothing of OpenTelemetry; with it, the first call
+configures the exporters (``shared.adapters.telemetry``).
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from collections.abc import Mapping
 from shared.domain.events import DisabledPublisher
 from shared.domain.ports import Services
 from shared.domain.settings import DATASET_CONNECTION, LEDGER_CONNECTION, load_settings
+from shared.domain.telemetry import NoTelemetry, Telemetry
+
+TELEMETRY_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
-def build(env: Mapping[str, str]) -> Services:
-    """Everything wired to real Azure (or whatever the settings point at)."""
+def build(env: Mapping[str, str], telemetry: Telemetry | None = None) -> Services:
+    """Everything wired to real Azure (or whatever the settings point at); spans and
+    metrics go to ``telemetry`` (none by default)."""
     from shared.adapters.azureml import AzureMLWorkspace
     from shared.adapters.blobs import BlobDatasetStore
     from shared.adapters.connections import app_credential, blob_service, table_service
@@ -54,9 +63,25 @@ def build(env: Mapping[str, str]) -> Services:
             if settings.events_topic_endpoint
             else DisabledPublisher()
         ),
+        telemetry=telemetry or NoTelemetry(),
     )
+
+
+def build_telemetry(env: Mapping[str, str]) -> Telemetry:
+    """Application Insights if ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, else
+    nothing (and no import of OpenTelemetry)."""
+    if not env.get(TELEMETRY_CONNECTION, "").strip():
+        return NoTelemetry()
+    from shared.adapters.telemetry import configure
+
+    return configure(env)
+
+
+@functools.cache
+def telemetry() -> Telemetry:
+    return build_telemetry(os.environ)
 
 
 @functools.cache
 def services() -> Services:
-    return build(os.environ)
+    return build(os.environ, telemetry())

@@ -1,7 +1,8 @@
 """``Services``: the ports a pipeline service works through, with settings and a clock.
 
 The ports themselves are small Protocols owned by the domain (``azureml``,
-``ledger``, ``storage``, ``smoke.Scorer``, ``events.EventPublisher``); the
+``ledger``, ``storage``, ``smoke.Scorer``, ``events.EventPublisher``,
+``telemetry.Telemetry``); the
 composition root (``shared.composition``) fills this bundle with adapters on
 Azure SDKs, and tests fill it with fakes.
 """
@@ -18,6 +19,7 @@ from shared.domain.ledger import Ledger
 from shared.domain.settings import Settings
 from shared.domain.smoke import Scorer
 from shared.domain.storage import DatasetStore
+from shared.domain.telemetry import NoTelemetry, Telemetry
 
 
 def utc_now() -> dt.datetime:
@@ -34,3 +36,4 @@ class Services:
     scorer: Scorer
     publisher: EventPublisher = field(default_factory=DisabledPublisher)
     now: Callable[[], dt.datetime] = field(default=utc_now)
+    telemetry: Telemetry = field(default_factory=NoTelemetry)

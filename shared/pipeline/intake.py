@@ -44,6 +44,7 @@ from shared.domain.storage import (
     is_app_blob,
     sibling_validation_name,
 )
+from shared.domain.telemetry import measure
 from shared.pipeline.reconciler import reconcile
 from shared.pipeline.splits import Parts, PartSplitter, sibling_parts, validate_and_split
 
@@ -96,6 +97,7 @@ def accept_upload(
     by_hand = bool(overrides) or force
     seen = None if by_hand else services.ledger.upload_run(dataset.upload_id)
     if seen is not None:
+        services.telemetry.annotate(run_id=seen)
         log.info("upload %s (%s) was handled before as run %s", name, info.etag, seen)
         reconcile(services, seen)
         return IntakeResult("seen", seen)
@@ -126,6 +128,7 @@ def accept_upload(
     if force:
         config["forced"] = services.now().isoformat()  # a new run id: train again
     run_id = run_id_for(report.sha256, config)
+    services.telemetry.annotate(run_id=run_id)  # on this invocation's span and logs from here
     now = services.now()
     summary = _summary(report, hyper)
     run = Run.new(
@@ -139,7 +142,10 @@ def accept_upload(
         plan=plan.estimate(summary, summary["epochs"], plan.Pricing.of(settings)),
     ).moved_to(RunState.REGISTERING_DATA, now, report.summary(max_errors=0).splitlines()[0])
 
-    if services.ledger.create(run) is None:
+    created = services.ledger.create(run)
+    if created is not None:
+        measure(services.telemetry, None, run)
+    if created is None:
         existing = services.ledger.get(run_id)
         if existing is not None and existing.run.dataset.upload_id != dataset.upload_id:
             return _duplicate(services, dataset, existing.run, report)
@@ -254,6 +260,7 @@ def _reject(
     """Record a REJECTED run and its report. Without a validation ``report`` (the file
     was not read), the one file-level error has ``code``, in the report's shape."""
     run_id = f"rej-{dataset.upload_id}"
+    services.telemetry.annotate(run_id=run_id)
     base = f"{REPORTS_PREFIX}{dataset.name}.{dataset.upload_id}"
     if report is None:
         error = LineError(0, code, summary)
@@ -276,7 +283,8 @@ def _reject(
         sha256=report.sha256 if report else "",
         validation=details,
     ).moved_to(RunState.REJECTED, now, summary, last_error=summary.splitlines()[0])
-    services.ledger.create(run)
+    if services.ledger.create(run) is not None:
+        measure(services.telemetry, None, run)
     services.ledger.link_upload(dataset.upload_id, run_id)
     log.info("run %s rejected %s: %s", run_id, dataset.name, summary.splitlines()[0])
     return IntakeResult("rejected", run_id, summary)
@@ -286,6 +294,7 @@ def _duplicate(
     services: Services, dataset: DatasetRef, original: Run, report: Report
 ) -> IntakeResult:
     run_id = f"dup-{dataset.upload_id}"
+    services.telemetry.annotate(run_id=run_id)
     now = services.now()
     detail = (
         f"same content and training configuration as run {original.run_id} "
@@ -300,7 +309,8 @@ def _duplicate(
         duplicate_of=original.run_id,
         validation=report.to_dict(),
     ).moved_to(RunState.DUPLICATE, now, detail)
-    services.ledger.create(run)
+    if services.ledger.create(run) is not None:
+        measure(services.telemetry, None, run)
     services.ledger.link_upload(dataset.upload_id, run_id)
     log.info("run %s: %s is a duplicate of run %s", run_id, dataset.name, original.run_id)
     return IntakeResult("duplicate", run_id, detail)

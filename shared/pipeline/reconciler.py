@@ -34,6 +34,11 @@ run just listed by ``Ledger.active``: it looks before it leases (below).
   while deploying) with the message. Any other exception (a bug) is recorded
   like a retryable one, so the lease is always given back; after
   ``MAX_ATTEMPTS`` failed tries of one step the run ends FAILED.
+- **Telemetry.** Each call is one span, ``reconcile``, carrying the run id (so
+  do every span and log record inside it), the state it found, the actions
+  decided and the state it left; each saved step sends its state changes,
+  time in the states left and smoke and evaluation outcomes to the metrics
+  (``shared.domain.telemetry``).
 - **Events after the fact.** Lifecycle events for new timeline entries are
   published after the run is saved; a failed publish is kept (``published``)
   and retried by the next reconcile, never failing the run.
@@ -57,6 +62,7 @@ from shared.domain.events import events_for
 from shared.domain.ledger import StoredRun
 from shared.domain.ports import Services
 from shared.domain.runs import Run, RunState
+from shared.domain.telemetry import measure
 from shared.pipeline import lease as leases
 from shared.pipeline.observation import READ_ONLY_LOOKS, gather
 from shared.pipeline.splits import prepare_parts
@@ -102,13 +108,25 @@ def policy_of(services: Services) -> Policy:
 
 def reconcile(services: Services, run_id: str) -> Run | None:
     """Move run ``run_id`` forward as far as it can go now; returns its latest state."""
-    return _reconcile(services, run_id, uuid.uuid4().hex)
+    with services.telemetry.span("reconcile", run_id):
+        return _outcome(services, _reconcile(services, run_id, uuid.uuid4().hex))
 
 
 def reconcile_listed(services: Services, stored: StoredRun) -> Run | None:
     """``reconcile`` for a run the sweep has just listed (``stored``, with the version
     to compare-and-swap on), looking at Azure before taking the lease; returns the
     run's latest known state. An idle run costs one look and no ledger request."""
+    with services.telemetry.span("reconcile", stored.run.run_id, state=stored.run.state.value):
+        return _outcome(services, _reconcile_listed(services, stored))
+
+
+def _outcome(services: Services, run: Run | None) -> Run | None:
+    if run is not None:
+        services.telemetry.annotate(**{"state.after": run.state.value})
+    return run
+
+
+def _reconcile_listed(services: Services, stored: StoredRun) -> Run | None:
     run, now, owner = stored.run, services.now(), uuid.uuid4().hex
     if not _looks_without_lease(run, owner, now):
         return _reconcile(services, run.run_id, owner, stored)
@@ -119,12 +137,15 @@ def reconcile_listed(services: Services, stored: StoredRun) -> Run | None:
     decision = decide(run, observed, policy_of(services), now)
     if decision.actions or decision.state is not None:
         return _reconcile(services, run.run_id, owner, stored)  # acts on a fresh look
+    services.telemetry.annotate(action="none", leased=False)
     updated = _apply(run, decision, {}, now)
     recheck = decision.recheck_seconds or 0.0
     if _unchanged(run, updated) and recheck <= QUIET_RECHECK_SECONDS:
         return run
     try:
-        return services.ledger.replace(stored, _unleased(updated)).run
+        saved = services.ledger.replace(stored, _unleased(updated)).run
+        measure(services.telemetry, run, saved)
+        return saved
     except ConcurrencyConflict:  # changed since listed: its writer's version stands
         log.info("run %s changed since it was listed; its look is not recorded", run.run_id)
         latest = services.ledger.get(run.run_id)
@@ -214,6 +235,7 @@ def _step(services: Services, leased: StoredRun, observe: Observe | None = None)
     with leases.Heartbeat(services.ledger, leased, services.now) as heartbeat:
         updated = _advance(services, leased.run, heartbeat, observe)
     saved = services.ledger.replace(heartbeat.newest(), _unleased(updated))
+    measure(services.telemetry, leased.run, saved.run)
     return _publish(services, saved)
 
 
@@ -229,6 +251,11 @@ def _advance(
         try:
             observed = observe() if observe is not None else gather(services, run)
             decision = decide(run, observed, policy_of(services), now)
+            services.telemetry.annotate(
+                state=run.state.value,
+                action=",".join(a.value for a in decision.actions) or "none",
+                leased=True,
+            )
             heartbeat.check()  # act on Azure only while the run is still ours
             _act(services, run, observed, decision, produced)
             updated = _apply(run, decision, produced, now)

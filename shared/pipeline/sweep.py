@@ -13,6 +13,7 @@ job still running) costs one Azure ML request and no ledger request.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 from dataclasses import dataclass
 
@@ -40,7 +41,12 @@ def sweep(services: Services) -> SweepResult:
     failed: list[str] = []
     workers = max(1, min(services.settings.reconcile_concurrency, len(due)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(reconcile_listed, services, s): s.run.run_id for s in due}
+        # Each reconcile runs in a copy of this context, so its telemetry span is a
+        # child of the sweep's (context variables do not cross into pool threads).
+        futures = {
+            pool.submit(contextvars.copy_context().run, reconcile_listed, services, s): s.run.run_id
+            for s in due
+        }
         for future in concurrent.futures.as_completed(futures):
             run_id = futures[future]
             try:
