@@ -102,6 +102,7 @@ def openapi_route(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("dashboard")
 @app.route(route="ui/{file?}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_traced
 def dashboard_route(req: func.HttpRequest) -> func.HttpResponse:
     """Anonymous: the dashboard's page and files (its API calls carry the key)."""
     from shared.http import dashboard
