@@ -83,9 +83,10 @@ def call():
 
 first, first_cpu, first_status = call()
 azure_ml = "azure.ai.ml" in sys.modules
+telemetry = any(m.startswith(("opentelemetry", "azure.monitor")) for m in sys.modules)
 second, _, second_status = call()
 print(json.dumps({"first_s": first, "first_cpu_s": first_cpu, "second_s": second,
-                  "status": first_status, "azure_ai_ml": azure_ml}))
+                  "status": first_status, "azure_ai_ml": azure_ml, "telemetry": telemetry}))
 """
 
 # Import the app, then call the blob trigger as the worker would (a BlobClient for
@@ -463,6 +464,14 @@ def targets(meta: Mapping[str, Any], by_key: Mapping[str, Mapping[str, Any]]) ->
         f"- Health, list and get-run routes import no Azure ML code: "
         f"**{'met' if met else 'not met'}** (`azure.ai.ml` loaded by the first call in "
         f"{loaded} of {sum(r['n'] for r in routes)} fresh processes)."
+    )
+    told = [bool(out["telemetry"]) for r in routes for out in r["a_out"] if "telemetry" in out]
+    lines.append(
+        "- Telemetry costs nothing at cold start when `APPLICATIONINSIGHTS_CONNECTION_STRING` "
+        f"is not set (issue 12): **{'met' if told and not any(told) else 'not met'}** "
+        f"(`opentelemetry` / `azure.monitor` loaded by the first call in {sum(told)} of "
+        f"{len(told)} fresh processes; `import function_app` above includes the telemetry "
+        "port, which imports nothing of them)."
     )
     median_cpu = statistics.median(cpu_ms)
     # The call waits on nothing (the ledger's port refuses at once), so on an idle core
